@@ -1,0 +1,101 @@
+//! Parsing JSON configuration into typed values, with errors that name the field.
+
+use serde::de::DeserializeOwned;
+use std::fmt;
+
+/// A configuration problem, located by a JSON-path-like field name
+/// (`routes[2].match.headers.end-user.regex`) so one log line is enough to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Deserialises `bytes` as JSON, reporting the path of the offending field.
+pub fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let path = err.path().to_string();
+        let field = if path == "." { String::new() } else { path };
+        ConfigError::new(field, err.inner().to_string())
+    })?;
+    de.end().map_err(|err| {
+        ConfigError::new("", format!("trailing data after the JSON value: {err}"))
+    })?;
+    Ok(value)
+}
+
+/// True for a lower-case HTTP header name Envoy will accept (RFC 9110 token).
+pub(crate) fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
+        })
+}
+
+/// True for a non-empty value that is safe in a header and a stat name.
+pub(crate) fn is_token(value: &str) -> bool {
+    !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        inner: Vec<Inner>,
+    }
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        weight: u32,
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let err = from_json::<Outer>(br#"{"inner": [{"weight": 1}, {"weight": -1}]}"#).unwrap_err();
+        assert_eq!(err.field, "inner[1].weight");
+        let err = from_json::<Outer>(br#"{"inner": [], "extra": 1}"#).unwrap_err();
+        assert!(err.message.contains("unknown field `extra`"), "{err}");
+    }
+
+    #[test]
+    fn rejects_invalid_json() {
+        assert!(from_json::<Outer>(b"{not json").is_err());
+        assert!(from_json::<Outer>(br#"{"inner": []} {}"#).is_err());
+    }
+
+    #[test]
+    fn header_names_are_lower_case_tokens() {
+        assert!(is_header_name("x-version"));
+        assert!(!is_header_name("X-Version"));
+        assert!(!is_header_name("bad header"));
+        assert!(!is_header_name(""));
+    }
+}

@@ -1,0 +1,43 @@
+//! The one view of a request the core needs: header values by lower-case name.
+
+/// Read access to a request's headers (pseudo-headers such as `:path`
+/// included). Values are bytes: header values are not guaranteed UTF-8.
+pub trait RequestHeaders {
+    /// The first value of `name` (lower-case), or `None` when absent.
+    fn header(&self, name: &str) -> Option<&[u8]>;
+}
+
+/// An owned list of headers, for tests and hosts that already hold the map.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderList(pub Vec<(String, Vec<u8>)>);
+
+impl HeaderList {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Builds a list from `(name, value)` pairs; names are lower-cased.
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Self(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec()))
+                .collect(),
+        )
+    }
+
+    pub fn with(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
+        self.0
+            .push((name.to_ascii_lowercase(), value.as_ref().to_vec()));
+        self
+    }
+}
+
+impl RequestHeaders for HeaderList {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+    }
+}

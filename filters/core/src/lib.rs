@@ -1,0 +1,14 @@
+//! Switchyard's policy core.
+//!
+//! Everything a Switchyard filter decides lives here: configuration types,
+//! request matching and the decisions themselves. Nothing in this crate knows
+//! about proxy-wasm, so it is unit-tested natively and can be embedded in any
+//! host (the proxy-wasm adapter, the harness, a future JavaScript build).
+
+pub mod config;
+pub mod headers;
+pub mod matcher;
+pub mod router;
+
+pub use config::ConfigError;
+pub use headers::{HeaderList, RequestHeaders};

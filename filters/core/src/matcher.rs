@@ -1,0 +1,358 @@
+//! The `match` block shared by every Switchyard filter.
+//!
+//! A match is a conjunction of conditions on the path, authority, method,
+//! headers, cookies and query parameters. Values are compared as bytes, so a
+//! header that is not UTF-8 simply fails to match instead of failing the request.
+
+use crate::config::{is_header_name, ConfigError};
+use crate::headers::RequestHeaders;
+use regex_lite::{Regex, RegexBuilder};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// How one value is compared: exactly one of these keys.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum StringMatchConfig {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    /// A full match (anchored at both ends), as Envoy's `safe_regex` and Istio's `regex`.
+    /// Uses `regex-lite` (no Unicode classes) to keep filters small; a value that
+    /// is not UTF-8 never matches a regex.
+    Regex(String),
+    /// `true`: the value is present (any value); `false`: it is absent.
+    Present(bool),
+}
+
+/// The `match` block as written in configuration. Every given condition must hold.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// Compared with the path without its query string.
+    #[serde(default)]
+    pub path: Option<StringMatchConfig>,
+    #[serde(default)]
+    pub authority: Option<StringMatchConfig>,
+    /// Any of these methods (case-sensitive, as HTTP methods are).
+    #[serde(default)]
+    pub method: Option<Vec<String>>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, StringMatchConfig>,
+    #[serde(default)]
+    pub cookies: BTreeMap<String, StringMatchConfig>,
+    /// Compared with the raw (not percent-decoded) parameter value.
+    #[serde(default)]
+    pub query: BTreeMap<String, StringMatchConfig>,
+}
+
+/// A compiled value comparison.
+#[derive(Debug, Clone)]
+pub enum StringMatcher {
+    Exact(Box<[u8]>),
+    Prefix(Box<[u8]>),
+    Suffix(Box<[u8]>),
+    Regex(Regex),
+    Present(bool),
+}
+
+/// Regexes come from operators, but a pathological one must not eat the VM.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+impl StringMatcher {
+    pub fn compile(config: &StringMatchConfig, field: &str) -> Result<Self, ConfigError> {
+        Ok(match config {
+            StringMatchConfig::Exact(v) => Self::Exact(v.as_bytes().into()),
+            StringMatchConfig::Prefix(v) => Self::Prefix(v.as_bytes().into()),
+            StringMatchConfig::Suffix(v) => Self::Suffix(v.as_bytes().into()),
+            StringMatchConfig::Present(p) => Self::Present(*p),
+            StringMatchConfig::Regex(pattern) => Self::Regex(
+                RegexBuilder::new(&format!("^(?:{pattern})$"))
+                    .size_limit(REGEX_SIZE_LIMIT)
+                    .build()
+                    .map_err(|err| {
+                        ConfigError::new(format!("{field}.regex"), format!("invalid regex: {err}"))
+                    })?,
+            ),
+        })
+    }
+
+    /// Whether `value` (`None` when absent) satisfies this comparison.
+    pub fn matches(&self, value: Option<&[u8]>) -> bool {
+        match (self, value) {
+            (Self::Present(want), v) => *want == v.is_some(),
+            (_, None) => false,
+            (Self::Exact(e), Some(v)) => v == &e[..],
+            (Self::Prefix(p), Some(v)) => v.starts_with(p),
+            (Self::Suffix(s), Some(v)) => v.ends_with(s),
+            (Self::Regex(r), Some(v)) => std::str::from_utf8(v).is_ok_and(|v| r.is_match(v)),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Subject {
+    Path,
+    Authority,
+    Header(Box<str>),
+    Cookie(Box<str>),
+    Query(Box<str>),
+}
+
+#[derive(Debug, Clone)]
+enum Condition {
+    Value(Subject, StringMatcher),
+    Method(Vec<Box<[u8]>>),
+}
+
+/// A compiled `match` block.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMatch {
+    conditions: Vec<Condition>,
+}
+
+impl RequestMatch {
+    /// Compiles `config`; `field` is where it sits, for error messages.
+    pub fn compile(config: &MatchConfig, field: &str) -> Result<Self, ConfigError> {
+        let mut conditions = Vec::new();
+        if let Some(m) = &config.path {
+            conditions.push(Condition::Value(
+                Subject::Path,
+                StringMatcher::compile(m, &format!("{field}.path"))?,
+            ));
+        }
+        if let Some(m) = &config.authority {
+            conditions.push(Condition::Value(
+                Subject::Authority,
+                StringMatcher::compile(m, &format!("{field}.authority"))?,
+            ));
+        }
+        if let Some(methods) = &config.method {
+            if methods.is_empty() {
+                return Err(ConfigError::new(
+                    format!("{field}.method"),
+                    "list at least one method, or leave the key out",
+                ));
+            }
+            conditions.push(Condition::Method(
+                methods.iter().map(|m| m.as_bytes().into()).collect(),
+            ));
+        }
+        for (name, m) in &config.headers {
+            let lower = name.to_ascii_lowercase();
+            let valid =
+                is_header_name(&lower) || (lower.starts_with(':') && is_header_name(&lower[1..]));
+            if !valid {
+                return Err(ConfigError::new(
+                    format!("{field}.headers.{name}"),
+                    "not a valid header name",
+                ));
+            }
+            conditions.push(Condition::Value(
+                Subject::Header(lower.into()),
+                StringMatcher::compile(m, &format!("{field}.headers.{name}"))?,
+            ));
+        }
+        for (name, m) in &config.cookies {
+            conditions.push(Condition::Value(
+                Subject::Cookie(name.as_str().into()),
+                StringMatcher::compile(m, &format!("{field}.cookies.{name}"))?,
+            ));
+        }
+        for (name, m) in &config.query {
+            conditions.push(Condition::Value(
+                Subject::Query(name.as_str().into()),
+                StringMatcher::compile(m, &format!("{field}.query.{name}"))?,
+            ));
+        }
+        Ok(Self { conditions })
+    }
+
+    /// True when every condition holds (an empty match holds for every request).
+    pub fn matches(&self, req: &(impl RequestHeaders + ?Sized)) -> bool {
+        self.conditions.iter().all(|c| match c {
+            Condition::Method(methods) => req
+                .header(":method")
+                .is_some_and(|m| methods.iter().any(|x| &x[..] == m)),
+            Condition::Value(subject, matcher) => matcher.matches(subject.value(req)),
+        })
+    }
+
+    /// The header names this match reads, so a host can fetch only those.
+    pub fn header_names(&self) -> impl Iterator<Item = &str> {
+        self.conditions.iter().map(|c| match c {
+            Condition::Method(_) => ":method",
+            Condition::Value(Subject::Path | Subject::Query(_), _) => ":path",
+            Condition::Value(Subject::Authority, _) => ":authority",
+            Condition::Value(Subject::Cookie(_), _) => "cookie",
+            Condition::Value(Subject::Header(h), _) => h,
+        })
+    }
+
+    /// True when a condition reads header `name` directly.
+    pub fn reads_header(&self, name: &str) -> bool {
+        self.conditions
+            .iter()
+            .any(|c| matches!(c, Condition::Value(Subject::Header(h), _) if &**h == name))
+    }
+}
+
+impl Subject {
+    fn value<'r>(&self, req: &'r (impl RequestHeaders + ?Sized)) -> Option<&'r [u8]> {
+        match self {
+            Subject::Path => req.header(":path").map(path_without_query),
+            Subject::Authority => req.header(":authority"),
+            Subject::Header(name) => req.header(name),
+            Subject::Cookie(name) => req.header("cookie").and_then(|c| cookie_value(c, name)),
+            Subject::Query(name) => req.header(":path").and_then(|p| query_value(p, name)),
+        }
+    }
+}
+
+/// The path before `?`.
+pub fn path_without_query(path: &[u8]) -> &[u8] {
+    match path.iter().position(|&b| b == b'?') {
+        Some(i) => &path[..i],
+        None => path,
+    }
+}
+
+/// The value of cookie `name` in a `cookie` header (`a=1; b=2`); first one wins.
+pub fn cookie_value<'c>(header: &'c [u8], name: &str) -> Option<&'c [u8]> {
+    header.split(|&b| b == b';').find_map(|pair| {
+        let pair = pair.trim_ascii();
+        let eq = pair.iter().position(|&b| b == b'=')?;
+        (pair[..eq].trim_ascii() == name.as_bytes()).then(|| {
+            let v = pair[eq + 1..].trim_ascii();
+            // RFC 6265 allows a value in double quotes.
+            v.strip_prefix(b"\"")
+                .and_then(|v| v.strip_suffix(b"\""))
+                .unwrap_or(v)
+        })
+    })
+}
+
+/// The raw value of query parameter `name` in a `:path`; a bare `name` gives `""`.
+pub fn query_value<'p>(path: &'p [u8], name: &str) -> Option<&'p [u8]> {
+    let q = path.iter().position(|&b| b == b'?')?;
+    let query = &path[q + 1..];
+    let query = match query.iter().position(|&b| b == b'#') {
+        Some(h) => &query[..h],
+        None => query,
+    };
+    query.split(|&b| b == b'&').find_map(|pair| {
+        let (k, v) = match pair.iter().position(|&b| b == b'=') {
+            Some(eq) => (&pair[..eq], &pair[eq + 1..]),
+            None => (pair, &pair[pair.len()..]),
+        };
+        (k == name.as_bytes()).then_some(v)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::from_json;
+    use crate::headers::HeaderList;
+
+    fn compile(json: &str) -> RequestMatch {
+        RequestMatch::compile(&from_json::<MatchConfig>(json.as_bytes()).unwrap(), "match").unwrap()
+    }
+
+    fn req(pairs: &[(&str, &str)]) -> HeaderList {
+        HeaderList::from_pairs(pairs.iter().copied())
+    }
+
+    #[test]
+    fn empty_match_matches_everything() {
+        assert!(compile("{}").matches(&req(&[])));
+    }
+
+    #[test]
+    fn header_operators() {
+        let m = compile(r#"{"headers": {"End-User": {"exact": "jason"}}}"#);
+        assert!(m.matches(&req(&[("end-user", "jason")])));
+        assert!(!m.matches(&req(&[("end-user", "jasonx")])));
+        assert!(!m.matches(&req(&[])));
+
+        let m = compile(r#"{"headers": {"x": {"prefix": "ab"}, "y": {"suffix": "yz"}}}"#);
+        assert!(m.matches(&req(&[("x", "abc"), ("y", "xyz")])));
+        assert!(!m.matches(&req(&[("x", "abc"), ("y", "xy")])));
+
+        let m = compile(r#"{"headers": {"x": {"present": true}}}"#);
+        assert!(m.matches(&req(&[("x", "")])));
+        assert!(!m.matches(&req(&[])));
+        let m = compile(r#"{"headers": {"x": {"present": false}}}"#);
+        assert!(m.matches(&req(&[])));
+        assert!(!m.matches(&req(&[("x", "1")])));
+    }
+
+    #[test]
+    fn regex_is_a_full_match_and_skips_non_utf8() {
+        let m = compile(r#"{"headers": {"x": {"regex": "v[0-9]+"}}}"#);
+        assert!(m.matches(&req(&[("x", "v12")])));
+        assert!(!m.matches(&req(&[("x", "av12")])));
+        assert!(!m.matches(&req(&[("x", "v12a")])));
+        let invalid_utf8 = HeaderList::new().with("x", [b'v', 0xff]);
+        assert!(!m.matches(&invalid_utf8));
+    }
+
+    #[test]
+    fn path_ignores_query_and_query_params_match() {
+        let m = compile(r#"{"path": {"exact": "/api/items"}, "query": {"beta": {"exact": "1"}}}"#);
+        assert!(m.matches(&req(&[(":path", "/api/items?x=2&beta=1")])));
+        assert!(!m.matches(&req(&[(":path", "/api/items?beta=2")])));
+        assert!(!m.matches(&req(&[(":path", "/api/items")])));
+        assert_eq!(query_value(b"/p?flag&x=1", "flag"), Some(&b""[..]));
+        assert_eq!(query_value(b"/p?x=1#frag", "x"), Some(&b"1"[..]));
+        assert_eq!(query_value(b"/p", "x"), None);
+    }
+
+    #[test]
+    fn cookies_are_parsed_from_the_cookie_header() {
+        let m = compile(r#"{"cookies": {"beta": {"exact": "1"}}}"#);
+        assert!(m.matches(&req(&[("cookie", "a=2; beta=1")])));
+        assert!(m.matches(&req(&[("cookie", "beta=\"1\"")])));
+        assert!(!m.matches(&req(&[("cookie", "xbeta=1")])));
+        assert!(!m.matches(&req(&[("cookie", "beta")])));
+        assert!(!m.matches(&req(&[])));
+    }
+
+    #[test]
+    fn method_and_authority() {
+        let m = compile(r#"{"method": ["GET", "HEAD"], "authority": {"suffix": ".example.com"}}"#);
+        assert!(m.matches(&req(&[(":method", "GET"), (":authority", "a.example.com")])));
+        assert!(!m.matches(&req(&[
+            (":method", "POST"),
+            (":authority", "a.example.com")
+        ])));
+        assert!(!m.matches(&req(&[(":method", "GET"), (":authority", "example.org")])));
+    }
+
+    #[test]
+    fn config_errors_name_the_field() {
+        let cfg = from_json::<MatchConfig>(br#"{"headers": {"x": {"regex": "("}}}"#).unwrap();
+        let err = RequestMatch::compile(&cfg, "routes[0].match").unwrap_err();
+        assert_eq!(err.field, "routes[0].match.headers.x.regex");
+        let err = from_json::<MatchConfig>(br#"{"headers": {"x": {"exact": "a", "prefix": "b"}}}"#);
+        assert!(err.is_err());
+        let err = from_json::<MatchConfig>(br#"{"header": {}}"#).unwrap_err();
+        assert!(err.message.contains("unknown field `header`"));
+        let cfg = from_json::<MatchConfig>(br#"{"method": []}"#).unwrap();
+        assert_eq!(
+            RequestMatch::compile(&cfg, "m").unwrap_err().field,
+            "m.method"
+        );
+    }
+
+    #[test]
+    fn huge_and_odd_cookie_headers_do_not_panic() {
+        let big = "a=1; ".repeat(20_000) + "beta=1";
+        let m = compile(r#"{"cookies": {"beta": {"exact": "1"}}}"#);
+        assert!(m.matches(&req(&[("cookie", &big)])));
+        for odd in ["", ";", "=", ";;==;", "beta=", " ; beta = 1 "] {
+            let _ = m.matches(&req(&[("cookie", odd)]));
+        }
+        assert!(m.matches(&req(&[("cookie", " ; beta = 1 ")])));
+    }
+}

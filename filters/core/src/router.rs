@@ -1,0 +1,495 @@
+//! Version routing: which version serves a request.
+//!
+//! The decision is written into a request header (`version_header`) that the
+//! proxy's route table matches to pick the upstream subset.
+
+use crate::config::{from_json, is_header_name, is_token, ConfigError};
+use crate::headers::RequestHeaders;
+use crate::matcher::{cookie_value, MatchConfig, RequestMatch};
+use serde::Deserialize;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+
+/// The router's configuration, as written in JSON.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterConfig {
+    /// The request header the decision is written to; a client-sent value is replaced.
+    #[serde(default = "default_version_header")]
+    pub version_header: String,
+    /// The version when no route matches.
+    pub default_version: String,
+    /// Optional list of every known version; when given, nothing else may be used.
+    #[serde(default)]
+    pub versions: Option<Vec<String>>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Lets a client pin a version, to one of `allow`.
+    #[serde(default, rename = "override")]
+    pub override_: Option<OverrideConfig>,
+    /// Response header naming the version that served; `null` turns it off.
+    #[serde(default = "default_served_version_header")]
+    pub served_version_header: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Names the route in stats and logs; defaults to `route-<index>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, rename = "match")]
+    pub match_: MatchConfig,
+    /// A fixed version. Exactly one of `version` and `split`.
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub split: Option<Vec<SplitConfig>>,
+    /// Makes a split stable per user.
+    #[serde(default)]
+    pub sticky: Option<StickyConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitConfig {
+    pub version: String,
+    pub weight: u32,
+}
+
+/// Where a sticky split reads the user's key: exactly one of these.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum StickyConfig {
+    Header(String),
+    Cookie(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideConfig {
+    pub header: String,
+    pub allow: Vec<String>,
+}
+
+fn default_version_header() -> String {
+    "x-version".into()
+}
+
+fn default_served_version_header() -> Option<String> {
+    Some("x-served-version".into())
+}
+
+/// Why a version was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The client pinned it with the override header.
+    Override,
+    /// A route with a fixed version matched.
+    Route,
+    /// A split chose it from the stable hash of the sticky key.
+    StickySplit,
+    /// A split chose it at random (no sticky key configured or present).
+    RandomSplit,
+    /// No route matched.
+    Default,
+}
+
+/// One routing decision. `outcome` indexes [`Router::outcomes`], so a host
+/// can keep one counter per (rule, version) without building names per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision<'a> {
+    pub version: &'a str,
+    pub rule: &'a str,
+    pub reason: Reason,
+    pub outcome: usize,
+}
+
+/// A (rule, version) pair a decision can produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub rule: String,
+    pub version: String,
+}
+
+#[derive(Debug)]
+enum Target {
+    Fixed {
+        outcome: usize,
+    },
+    Split {
+        /// Running totals of the weights, with the outcome each bucket maps to.
+        cumulative: Vec<(u64, usize)>,
+        total: u64,
+        sticky: Option<StickyConfig>,
+        /// Per-route seed so that two splits on the same key are independent.
+        seed: u64,
+    },
+}
+
+#[derive(Debug)]
+struct Route {
+    matcher: RequestMatch,
+    target: Target,
+}
+
+/// A validated, compiled router configuration.
+#[derive(Debug)]
+pub struct Router {
+    version_header: String,
+    served_version_header: Option<String>,
+    routes: Vec<Route>,
+    default_outcome: usize,
+    override_header: Option<String>,
+    /// (allowed version, its outcome).
+    override_allow: Vec<(String, usize)>,
+    outcomes: Vec<Outcome>,
+    header_names: Vec<String>,
+}
+
+pub const OVERRIDE_RULE: &str = "override";
+pub const DEFAULT_RULE: &str = "default";
+
+impl Router {
+    /// Parses and validates JSON configuration.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        Self::compile(&from_json::<RouterConfig>(bytes)?)
+    }
+
+    pub fn compile(config: &RouterConfig) -> Result<Self, ConfigError> {
+        let version_header = config.version_header.to_ascii_lowercase();
+        if !is_header_name(&version_header) {
+            return Err(ConfigError::new(
+                "version_header",
+                "not a valid header name",
+            ));
+        }
+        let served_version_header = match &config.served_version_header {
+            None => None,
+            Some(h) if h.is_empty() => None,
+            Some(h) => {
+                let h = h.to_ascii_lowercase();
+                if !is_header_name(&h) {
+                    return Err(ConfigError::new(
+                        "served_version_header",
+                        "not a valid header name",
+                    ));
+                }
+                Some(h)
+            }
+        };
+
+        let mut known = Known::new(config.versions.as_deref())?;
+        known.check(&config.default_version, "default_version")?;
+
+        let mut outcomes = Vec::new();
+        let mut outcome = |rule: &str, version: &str| -> usize {
+            let o = Outcome {
+                rule: rule.into(),
+                version: version.into(),
+            };
+            outcomes.iter().position(|x| *x == o).unwrap_or_else(|| {
+                outcomes.push(o);
+                outcomes.len() - 1
+            })
+        };
+
+        let mut routes = Vec::with_capacity(config.routes.len());
+        let mut names: Vec<String> = Vec::new();
+        for (i, rc) in config.routes.iter().enumerate() {
+            let field = format!("routes[{i}]");
+            let name = rc.name.clone().unwrap_or_else(|| format!("route-{i}"));
+            if !is_token(&name) {
+                return Err(ConfigError::new(
+                    format!("{field}.name"),
+                    "must be non-empty printable ASCII without spaces",
+                ));
+            }
+            if name == OVERRIDE_RULE || name == DEFAULT_RULE || names.contains(&name) {
+                return Err(ConfigError::new(
+                    format!("{field}.name"),
+                    format!("duplicate or reserved route name {name:?}"),
+                ));
+            }
+            names.push(name.clone());
+
+            let matcher = RequestMatch::compile(&rc.match_, &format!("{field}.match"))?;
+            if matcher.reads_header(&version_header) {
+                return Err(ConfigError::new(
+                    format!("{field}.match.headers.{version_header}"),
+                    "cannot match on version_header: the filter replaces any client-sent value",
+                ));
+            }
+            let target = match (&rc.version, &rc.split) {
+                (Some(v), None) => {
+                    if rc.sticky.is_some() {
+                        return Err(ConfigError::new(
+                            format!("{field}.sticky"),
+                            "only applies to a split",
+                        ));
+                    }
+                    known.check(v, &format!("{field}.version"))?;
+                    Target::Fixed {
+                        outcome: outcome(&name, v),
+                    }
+                }
+                (None, Some(split)) => {
+                    if split.is_empty() {
+                        return Err(ConfigError::new(
+                            format!("{field}.split"),
+                            "list at least one version",
+                        ));
+                    }
+                    let mut total = 0u64;
+                    let mut cumulative = Vec::with_capacity(split.len());
+                    for (j, s) in split.iter().enumerate() {
+                        known.check(&s.version, &format!("{field}.split[{j}].version"))?;
+                        if s.weight == 0 {
+                            continue;
+                        }
+                        total += u64::from(s.weight);
+                        cumulative.push((total, outcome(&name, &s.version)));
+                    }
+                    if total == 0 {
+                        return Err(ConfigError::new(
+                            format!("{field}.split"),
+                            "total weight must be positive",
+                        ));
+                    }
+                    if let Some(StickyConfig::Header(h)) = &rc.sticky {
+                        if !is_header_name(&h.to_ascii_lowercase()) {
+                            return Err(ConfigError::new(
+                                format!("{field}.sticky.header"),
+                                "not a valid header name",
+                            ));
+                        }
+                    }
+                    let sticky = rc.sticky.clone().map(|s| match s {
+                        StickyConfig::Header(h) => StickyConfig::Header(h.to_ascii_lowercase()),
+                        other => other,
+                    });
+                    Target::Split {
+                        cumulative,
+                        total,
+                        sticky,
+                        seed: xxh3_64(name.as_bytes()),
+                    }
+                }
+                _ => {
+                    return Err(ConfigError::new(
+                        field,
+                        "give exactly one of `version` and `split`",
+                    ));
+                }
+            };
+            routes.push(Route { matcher, target });
+        }
+
+        let (override_header, override_allow) = match &config.override_ {
+            None => (None, Vec::new()),
+            Some(o) => {
+                let header = o.header.to_ascii_lowercase();
+                if !is_header_name(&header) {
+                    return Err(ConfigError::new(
+                        "override.header",
+                        "not a valid header name",
+                    ));
+                }
+                if header == version_header {
+                    return Err(ConfigError::new(
+                        "override.header",
+                        "must differ from version_header, which clients cannot set",
+                    ));
+                }
+                let mut allow = Vec::with_capacity(o.allow.len());
+                for (j, v) in o.allow.iter().enumerate() {
+                    known.check_existing(v, &format!("override.allow[{j}]"))?;
+                    allow.push((v.clone(), outcome(OVERRIDE_RULE, v)));
+                }
+                (Some(header), allow)
+            }
+        };
+        let default_outcome = outcome(DEFAULT_RULE, &config.default_version);
+
+        let mut header_names: Vec<String> = Vec::new();
+        let mut need = |h: &str| {
+            if !header_names.iter().any(|x| x == h) {
+                header_names.push(h.to_owned());
+            }
+        };
+        if let Some(h) = &override_header {
+            need(h);
+        }
+        for r in &routes {
+            r.matcher.header_names().for_each(&mut need);
+            if let Target::Split {
+                sticky: Some(s), ..
+            } = &r.target
+            {
+                match s {
+                    StickyConfig::Header(h) => need(h),
+                    StickyConfig::Cookie(_) => need("cookie"),
+                }
+            }
+        }
+
+        Ok(Self {
+            version_header,
+            served_version_header,
+            routes,
+            default_outcome,
+            override_header,
+            override_allow,
+            outcomes,
+            header_names,
+        })
+    }
+
+    /// Decides the version for a request. `random` is a fresh random number,
+    /// used only by splits that have no sticky key for this request.
+    pub fn decide(&self, req: &(impl RequestHeaders + ?Sized), random: u64) -> Decision<'_> {
+        if let Some(h) = &self.override_header {
+            if let Some(wanted) = req.header(h) {
+                if let Some((_, o)) = self
+                    .override_allow
+                    .iter()
+                    .find(|(v, _)| v.as_bytes() == wanted)
+                {
+                    return self.decision(*o, Reason::Override);
+                }
+            }
+        }
+        for route in &self.routes {
+            if !route.matcher.matches(req) {
+                continue;
+            }
+            return match &route.target {
+                Target::Fixed { outcome } => self.decision(*outcome, Reason::Route),
+                Target::Split {
+                    cumulative,
+                    total,
+                    sticky,
+                    seed,
+                } => {
+                    let key = sticky.as_ref().and_then(|s| match s {
+                        StickyConfig::Header(h) => req.header(h),
+                        StickyConfig::Cookie(c) => {
+                            req.header("cookie").and_then(|v| cookie_value(v, c))
+                        }
+                    });
+                    let (draw, reason) = match key {
+                        Some(k) if !k.is_empty() => {
+                            (xxh3_64_with_seed(k, *seed), Reason::StickySplit)
+                        }
+                        _ => (random, Reason::RandomSplit),
+                    };
+                    let bucket = draw % total;
+                    let outcome = cumulative
+                        .iter()
+                        .find(|(upper, _)| bucket < *upper)
+                        .map_or(self.default_outcome, |(_, o)| *o);
+                    self.decision(outcome, reason)
+                }
+            };
+        }
+        self.decision(self.default_outcome, Reason::Default)
+    }
+
+    /// True when a client asked for an override the configuration does not allow.
+    pub fn override_rejected(&self, req: &(impl RequestHeaders + ?Sized)) -> bool {
+        self.override_header
+            .as_deref()
+            .and_then(|h| req.header(h))
+            .is_some_and(|v| !self.override_allow.iter().any(|(a, _)| a.as_bytes() == v))
+    }
+
+    fn decision(&self, outcome: usize, reason: Reason) -> Decision<'_> {
+        let o = &self.outcomes[outcome];
+        Decision {
+            version: &o.version,
+            rule: &o.rule,
+            reason,
+            outcome,
+        }
+    }
+
+    pub fn version_header(&self) -> &str {
+        &self.version_header
+    }
+
+    pub fn served_version_header(&self) -> Option<&str> {
+        self.served_version_header.as_deref()
+    }
+
+    /// Every (rule, version) a decision can produce, indexed by `Decision::outcome`.
+    pub fn outcomes(&self) -> &[Outcome] {
+        &self.outcomes
+    }
+
+    /// The request headers a decision may read; a host need fetch only these.
+    pub fn header_names(&self) -> &[String] {
+        &self.header_names
+    }
+}
+
+/// The versions a configuration may name.
+struct Known {
+    declared: Option<Vec<String>>,
+    seen: Vec<String>,
+}
+
+impl Known {
+    fn new(declared: Option<&[String]>) -> Result<Self, ConfigError> {
+        if let Some(list) = declared {
+            for (i, v) in list.iter().enumerate() {
+                if !is_token(v) {
+                    return Err(ConfigError::new(
+                        format!("versions[{i}]"),
+                        "must be non-empty printable ASCII without spaces",
+                    ));
+                }
+            }
+        }
+        Ok(Self {
+            declared: declared.map(<[String]>::to_vec),
+            seen: Vec::new(),
+        })
+    }
+
+    /// Records a version used by a route or the default.
+    fn check(&mut self, v: &str, field: &str) -> Result<(), ConfigError> {
+        if !is_token(v) {
+            return Err(ConfigError::new(
+                field,
+                "a version must be non-empty printable ASCII without spaces",
+            ));
+        }
+        if let Some(d) = &self.declared {
+            if !d.iter().any(|x| x == v) {
+                return Err(ConfigError::new(
+                    field,
+                    format!("unknown version {v:?} (versions: {})", d.join(", ")),
+                ));
+            }
+        }
+        if !self.seen.iter().any(|x| x == v) {
+            self.seen.push(v.into());
+        }
+        Ok(())
+    }
+
+    /// A version that must already be known (declared, or used by a route or the default).
+    fn check_existing(&self, v: &str, field: &str) -> Result<(), ConfigError> {
+        let list = self.declared.as_ref().unwrap_or(&self.seen);
+        if list.iter().any(|x| x == v) {
+            Ok(())
+        } else {
+            Err(ConfigError::new(
+                field,
+                format!("unknown version {v:?} (known: {})", list.join(", ")),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,172 @@
+//! proxy-wasm glue for the version router: fetch the headers the decision
+//! reads, ask the core, write the version header and count the outcome.
+
+use crate::host::{self, Counter, Headers, Level};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType};
+use std::rc::Rc;
+use switchyard_core::router::Router;
+use switchyard_core::RequestHeaders;
+
+const NAME: &str = "version_router";
+
+/// The configured router and its counters, shared by every stream of a root.
+struct Shared {
+    router: Router,
+    /// One counter per `Router::outcomes()` entry.
+    decisions: Vec<Counter>,
+    override_rejected: Counter,
+    header_errors: Counter,
+}
+
+#[derive(Default)]
+pub struct RouterRoot {
+    shared: Option<Rc<Shared>>,
+}
+
+impl RouterRoot {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Context for RouterRoot {}
+
+impl RootContext for RouterRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = match host::plugin_configuration() {
+            Ok(Some(b)) if !b.is_empty() => b,
+            _ => {
+                host::log(
+                    Level::Error,
+                    &format!(
+                        "{NAME}: invalid configuration: missing (default_version is required)"
+                    ),
+                );
+                return false;
+            }
+        };
+        match Router::from_json(&bytes) {
+            Ok(router) => {
+                let decisions = router
+                    .outcomes()
+                    .iter()
+                    .map(|o| {
+                        Counter::define(&format!(
+                            "switchyard.router.{}.{}.requests",
+                            host::stat_fragment(&o.rule),
+                            host::stat_fragment(&o.version)
+                        ))
+                    })
+                    .collect();
+                self.shared = Some(Rc::new(Shared {
+                    router,
+                    decisions,
+                    override_rejected: Counter::define("switchyard.router.override_rejected"),
+                    header_errors: Counter::define("switchyard.router.header_errors"),
+                }));
+                true
+            }
+            Err(err) => {
+                host::log(
+                    Level::Error,
+                    &format!("{NAME}: invalid configuration: {err}"),
+                );
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(RouterStream {
+            shared: self.shared.clone(),
+            outcome: None,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+pub struct RouterStream {
+    /// `None` only if the host created streams on an unconfigured root; then pass through.
+    shared: Option<Rc<Shared>>,
+    outcome: Option<usize>,
+}
+
+/// The few request headers a decision reads, fetched once each.
+struct Fetched<'a> {
+    values: Vec<(&'a str, Option<Vec<u8>>)>,
+}
+
+impl RequestHeaders for Fetched<'_> {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.values
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| v.as_deref())
+    }
+}
+
+impl Context for RouterStream {}
+
+impl HttpContext for RouterStream {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(shared) = self.shared.as_deref() else {
+            return Action::Continue;
+        };
+        let router = &shared.router;
+        let mut failed = false;
+        let fetched = Fetched {
+            values: router
+                .header_names()
+                .iter()
+                .map(|name| {
+                    let value = host::header(Headers::Request, name).unwrap_or_else(|_| {
+                        failed = true;
+                        None
+                    });
+                    (name.as_str(), value)
+                })
+                .collect(),
+        };
+        if failed {
+            shared.header_errors.increment();
+        }
+        if router.override_rejected(&fetched) {
+            shared.override_rejected.increment();
+        }
+        let decision = router.decide(&fetched, crate::random_u64());
+        // Replacing the header also drops any client-sent value.
+        if host::set_header(
+            Headers::Request,
+            router.version_header(),
+            decision.version.as_bytes(),
+        )
+        .is_err()
+        {
+            shared.header_errors.increment();
+            let _ = host::remove_header(Headers::Request, router.version_header());
+        }
+        host::clear_route_cache();
+        if let Some(c) = shared.decisions.get(decision.outcome) {
+            c.increment();
+        }
+        self.outcome = Some(decision.outcome);
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let (Some(shared), Some(outcome)) = (self.shared.as_deref(), self.outcome) else {
+            return Action::Continue;
+        };
+        if let (Some(h), Some(o)) = (
+            shared.router.served_version_header(),
+            shared.router.outcomes().get(outcome),
+        ) {
+            let _ = host::set_header(Headers::Response, h, o.version.as_bytes());
+        }
+        Action::Continue
+    }
+}
