@@ -344,8 +344,9 @@ impl Router {
         })
     }
 
-    /// Decides the version for a request. `random` is a fresh random number,
-    /// used only by splits that have no sticky key for this request.
+    /// Decides the version for a request. `random` is a fresh draw from a
+    /// uniform or equidistributed sequence over all of `u64`, used only by
+    /// splits that have no sticky key for this request.
     pub fn decide(&self, req: &(impl RequestHeaders + ?Sized), random: u64) -> Decision<'_> {
         if let Some(h) = &self.override_header {
             if let Some(wanted) = req.header(h) {
@@ -382,7 +383,9 @@ impl Router {
                         }
                         _ => (random, Reason::RandomSplit),
                     };
-                    let bucket = draw % total;
+                    // Multiply-high keeps an equidistributed draw equidistributed
+                    // over the buckets (a modulo would not).
+                    let bucket = ((u128::from(draw) * u128::from(*total)) >> 64) as u64;
                     let outcome = cumulative
                         .iter()
                         .find(|(upper, _)| bucket < *upper)

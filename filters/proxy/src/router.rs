@@ -137,7 +137,7 @@ impl HttpContext for RouterStream {
         if router.override_rejected(&fetched) {
             shared.override_rejected.increment();
         }
-        let decision = router.decide(&fetched, crate::random_u64());
+        let decision = router.decide(&fetched, crate::next_split_draw());
         // Replacing the header also drops any client-sent value.
         if host::set_header(
             Headers::Request,

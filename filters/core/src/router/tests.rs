@@ -313,3 +313,23 @@ fn weights_use_any_positive_integers_without_overflow() {
         .count();
     assert!((4_500..5_500).contains(&v2), "{v2}");
 }
+
+#[test]
+fn an_equidistributed_sequence_holds_weights_over_small_windows() {
+    let r = router(
+        r#"{"default_version": "v1", "routes": [{"split": [
+        {"version": "v1", "weight": 90}, {"version": "v2", "weight": 10}]}]}"#,
+    );
+    let req = get("/");
+    let mut x = 0x1234_5678u64;
+    let picks: Vec<bool> = (0..1000)
+        .map(|_| {
+            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            r.decide(&req, x).version == "v2"
+        })
+        .collect();
+    for window in picks.chunks(100) {
+        let v2 = window.iter().filter(|&&b| b).count();
+        assert!((8..=12).contains(&v2), "{v2} of 100 went to v2");
+    }
+}

@@ -1,0 +1,158 @@
+//! A real Envoy process for one test: started from a [`Bootstrap`] on ports
+//! the OS picks, waited on until ready, killed on drop.
+
+use crate::bootstrap::Bootstrap;
+use crate::paths::{envoy_binary, project_root};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Envoy {
+    child: Child,
+    dir: tempfile::TempDir,
+    pub admin_port: u16,
+    /// The first listener's port.
+    pub port: u16,
+}
+
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Envoy {
+    /// Starts Envoy and waits until it is ready; panics with Envoy's log if it is not.
+    pub fn start(bootstrap: &Bootstrap) -> Self {
+        Self::try_start(bootstrap).unwrap_or_else(|log| panic!("Envoy did not start:\n{log}"))
+    }
+
+    /// Starts Envoy; `Err(log)` when it exits or never becomes ready.
+    pub fn try_start(bootstrap: &Bootstrap) -> Result<Self, String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("bootstrap.json");
+        bootstrap.write(&config);
+        let admin_file = dir.path().join("admin-address");
+        let log = dir.path().join("envoy.log");
+        let child = Command::new(envoy_binary())
+            .arg("-c")
+            .arg(&config)
+            .args([
+                "--concurrency",
+                "1",
+                "--disable-hot-restart",
+                "--log-level",
+                "warn",
+            ])
+            .args(["--component-log-level", "wasm:info"])
+            .arg("--admin-address-path")
+            .arg(&admin_file)
+            .arg("--log-path")
+            .arg(&log)
+            .current_dir(project_root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", envoy_binary().display()))?;
+        let mut envoy = Self {
+            child,
+            dir,
+            admin_port: 0,
+            port: 0,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = envoy.child.try_wait() {
+                return Err(format!("Envoy exited with {status}:\n{}", envoy.logs()));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "Envoy not ready after {START_TIMEOUT:?}:\n{}",
+                    envoy.logs()
+                ));
+            }
+            if envoy.admin_port == 0 {
+                envoy.admin_port = read_admin_port(&admin_file).unwrap_or(0);
+            }
+            if envoy.admin_port != 0 && envoy.admin_get("/ready").is_some_and(|(s, _)| s == 200) {
+                envoy.port = envoy
+                    .listener_port()
+                    .ok_or_else(|| format!("no listener port:\n{}", envoy.logs()))?;
+                return Ok(envoy);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs `envoy --mode validate` on a bootstrap file (from the project root).
+    pub fn validate(config: &Path) -> Result<String, String> {
+        let out = Command::new(envoy_binary())
+            .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+            .arg(config)
+            .current_dir(project_root())
+            .output()
+            .map_err(|e| e.to_string())?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Envoy's log so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
+    }
+
+    fn admin_get(&self, path: &str) -> Option<(u16, String)> {
+        let url = format!("http://127.0.0.1:{}{path}", self.admin_port);
+        match ureq::get(&url).timeout(Duration::from_secs(5)).call() {
+            Ok(r) => Some((r.status(), r.into_string().ok()?)),
+            Err(ureq::Error::Status(code, r)) => Some((code, r.into_string().unwrap_or_default())),
+            Err(_) => None,
+        }
+    }
+
+    fn listener_port(&self) -> Option<u16> {
+        let (_, body) = self.admin_get("/listeners?format=json")?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let port = v.pointer("/listener_statuses/0/local_address/socket_address/port_value")?;
+        u16::try_from(port.as_u64()?).ok()
+    }
+
+    /// Every counter and gauge from `/stats`, by name.
+    pub fn stats(&self) -> BTreeMap<String, u64> {
+        let (_, body) = self.admin_get("/stats?format=json").expect("admin /stats");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("stats json");
+        v["stats"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| Some((s["name"].as_str()?.to_owned(), s["value"].as_u64()?)))
+            .collect()
+    }
+
+    /// A counter by name (`wasmcustom.` prefix added for Wasm metrics by Envoy).
+    pub fn counter(&self, name: &str) -> u64 {
+        self.stats().get(name).copied().unwrap_or(0)
+    }
+}
+
+fn read_admin_port(path: &Path) -> Option<u16> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.trim().rsplit(':').next()?.parse().ok()
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
