@@ -4,7 +4,6 @@
 
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::io::Read as _;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
