@@ -4,6 +4,9 @@
 
 use switchyard_tests::{client, paths, send, Backend, Bootstrap, Envoy};
 
+/// A demo request: path, headers, and what it shows.
+type Sample<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+
 fn main() {
     let (v1, v2) = (Backend::start("v1"), Backend::start("v2"));
     let config_path = paths::envoy_config("version-router.yaml");
@@ -48,7 +51,7 @@ fn main() {
 
     println!("{:<60} answered by", "request");
     println!("{}", "-".repeat(72));
-    let samples: &[(&str, &[(&str, &str)], &str)] = &[
+    let samples: &[Sample] = &[
         (
             "/productpage",
             &[("end-user", "jason")],
