@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod bootstrap;
 pub mod envoy;
+pub mod istio;
 pub mod paths;
 
 pub use backend::{Backend, Received};
