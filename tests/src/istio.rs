@@ -28,9 +28,13 @@ pub fn crd_file() -> PathBuf {
 
 /// Every YAML document in a file, as JSON values (empty documents skipped).
 pub fn documents(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     serde_yaml_ng::Deserializer::from_str(&text)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap_or_else(|e| panic!("parse {}: {e}", path.display())))
+        .map(|d| {
+            serde::Deserialize::deserialize(d)
+                .unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
+        })
         .filter(|v: &Value| !v.is_null())
         .collect()
 }
@@ -40,11 +44,15 @@ impl CrdSchemas {
         let mut schemas = BTreeMap::new();
         for crd in documents(&crd_file()) {
             let group = crd["spec"]["group"].as_str().unwrap_or_default().to_owned();
-            let kind = crd["spec"]["names"]["kind"].as_str().unwrap_or_default().to_owned();
+            let kind = crd["spec"]["names"]["kind"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             for version in crd["spec"]["versions"].as_array().into_iter().flatten() {
                 let mut schema = version["schema"]["openAPIV3Schema"].clone();
                 close_objects(&mut schema);
-                let api_version = format!("{group}/{}", version["name"].as_str().unwrap_or_default());
+                let api_version =
+                    format!("{group}/{}", version["name"].as_str().unwrap_or_default());
                 schemas.insert((api_version, kind.clone()), schema);
             }
         }
@@ -62,7 +70,9 @@ impl CrdSchemas {
         let mut errors = Vec::new();
         let name = doc["metadata"]["name"].as_str().unwrap_or_default();
         if !is_dns1123_subdomain(name) {
-            errors.push(format!("metadata.name {name:?} is not a DNS-1123 subdomain"));
+            errors.push(format!(
+                "metadata.name {name:?} is not a DNS-1123 subdomain"
+            ));
         }
         let spec_schema = &schema["properties"]["spec"];
         let validator = jsonschema::options()
@@ -88,7 +98,8 @@ fn close_objects(schema: &mut Value) {
             .get("x-kubernetes-preserve-unknown-fields")
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        if map.contains_key("properties") && !map.contains_key("additionalProperties") && !preserves {
+        if map.contains_key("properties") && !map.contains_key("additionalProperties") && !preserves
+        {
             map.insert("additionalProperties".into(), Value::Bool(false));
         }
         map.values_mut().for_each(close_objects);
@@ -102,7 +113,9 @@ fn is_dns1123_subdomain(name: &str) -> bool {
         && name.len() <= 253
         && name.split('.').all(|label| {
             !label.is_empty()
-                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -120,7 +133,11 @@ pub fn manifests() -> Vec<(String, Value)> {
     files
         .iter()
         .flat_map(|f| {
-            let name = f.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let name = f
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             documents(f).into_iter().map(move |d| (name.clone(), d))
         })
         .collect()
