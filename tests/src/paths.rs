@@ -25,8 +25,9 @@ pub fn wasm(name: &str) -> PathBuf {
 
 /// The Envoy binary: `$ENVOY`, else the one `make setup` installs in `.venv/`.
 pub fn envoy_binary() -> PathBuf {
+    // A relative $ENVOY is relative to the project root, where `make` runs.
     let path = std::env::var_os("ENVOY")
-        .map(PathBuf::from)
+        .map(|p| project_root().join(p))
         .unwrap_or_else(|| project_root().join(".venv/bin/envoy"));
     assert!(
         path.exists(),
