@@ -1,0 +1,1228 @@
+//! The chain driver and the Rust API: filters in Envoy's order, streams
+//! through them to simulated upstreams, events on a virtual clock.
+
+use crate::abi;
+use crate::model::{Cluster, Headers, LogEntry, Request, Response};
+use crate::vm::{
+    check_module, engine, AbiVersion, CallResponse, Ctx, Host, StreamMaps, Vm, VmSpec,
+};
+use crate::world::{HttpCall, TraceEntry, World};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use wasmtime::{Engine, Linker, Module};
+
+/// What Envoy does when a filter's VM has failed (trapped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FailurePolicy {
+    /// Answer 503 (Envoy's default).
+    #[default]
+    FailClosed,
+    /// Skip the filter.
+    FailOpen,
+}
+
+/// One filter of the chain.
+#[derive(Debug, Clone)]
+pub struct FilterSpec {
+    pub wasm: PathBuf,
+    pub configuration: Vec<u8>,
+    pub name: String,
+    pub root_id: String,
+    pub vm_id: String,
+    pub vm_configuration: Vec<u8>,
+    pub env: Vec<(String, String)>,
+    pub failure_policy: FailurePolicy,
+}
+
+impl FilterSpec {
+    pub fn new(wasm: impl AsRef<Path>) -> Self {
+        let wasm = wasm.as_ref().to_path_buf();
+        let name = wasm
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Self {
+            root_id: name.clone(),
+            vm_id: name.clone(),
+            name,
+            wasm,
+            configuration: Vec::new(),
+            vm_configuration: Vec::new(),
+            env: Vec::new(),
+            failure_policy: FailurePolicy::FailClosed,
+        }
+    }
+
+    pub fn config(mut self, configuration: impl Into<Vec<u8>>) -> Self {
+        self.configuration = configuration.into();
+        self
+    }
+
+    pub fn root_id(mut self, root_id: &str) -> Self {
+        self.root_id = root_id.into();
+        self
+    }
+
+    pub fn vm_id(mut self, vm_id: &str) -> Self {
+        self.vm_id = vm_id.into();
+        self
+    }
+
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    pub fn failure_policy(mut self, p: FailurePolicy) -> Self {
+        self.failure_policy = p;
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn vm_config(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.vm_configuration = bytes.into();
+        self
+    }
+}
+
+/// Why a filter could not be loaded or configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HarnessError {
+    /// The module could not be read, compiled, checked or instantiated.
+    Load(String),
+    /// `on_vm_start` or `on_configure` returned false (or trapped): Envoy rejects the plugin.
+    Rejected(String),
+}
+
+impl fmt::Display for HarnessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Load(m) => write!(f, "cannot load filter: {m}"),
+            Self::Rejected(m) => write!(f, "filter rejected its configuration: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for HarnessError {}
+
+pub type StreamId = u64;
+
+/// What the upstream received.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UpstreamRequest {
+    pub cluster: String,
+    #[serde(serialize_with = "crate::world::headers_as_text")]
+    pub headers: Headers,
+    #[serde(serialize_with = "crate::world::bytes_as_text")]
+    pub body: Vec<u8>,
+}
+
+/// Everything observed for one request.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub stream: StreamId,
+    /// The request as the upstream received it; `None` if it never reached one.
+    pub upstream: Option<UpstreamRequest>,
+    /// What the client got; `None` if the stream was reset or never completed.
+    pub response: Option<Response>,
+    /// The filter (index in the chain) that answered locally, with its details.
+    pub local_reply: Option<(usize, String)>,
+    pub completed: bool,
+    pub started_ms: u64,
+    pub duration_ms: u64,
+    pub logs: Vec<LogEntry>,
+    pub http_calls: Vec<HttpCall>,
+    pub trace: Vec<TraceEntry>,
+}
+
+impl Exchange {
+    pub fn status(&self) -> Option<u16> {
+        self.response.as_ref().map(|r| r.status)
+    }
+
+    /// A header of the request as the upstream received it.
+    pub fn upstream_header(&self, name: &str) -> Option<String> {
+        self.upstream.as_ref()?.headers.get_str(name)
+    }
+
+    /// A header of the response the client got.
+    pub fn response_header(&self, name: &str) -> Option<String> {
+        self.response.as_ref()?.headers.get_str(name)
+    }
+
+    pub fn reached_upstream(&self) -> bool {
+        self.upstream.is_some()
+    }
+
+    pub fn logged(&self, needle: &str) -> bool {
+        self.logs.iter().any(|l| l.message.contains(needle))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Headers,
+    Body,
+    Trailers,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Request callbacks; `next` is the next filter index.
+    Request {
+        stage: Stage,
+        next: usize,
+    },
+    /// Waiting for the upstream's answer at this virtual time.
+    Upstream {
+        at_ns: u64,
+    },
+    /// Response callbacks, from the filter at `next` down to 0; `first` is where the response entered.
+    Response {
+        stage: Stage,
+        next: isize,
+        first: usize,
+    },
+    Done,
+}
+
+struct StreamRun {
+    contexts: Vec<Option<u32>>,
+    phase: Phase,
+    paused_at: Option<usize>,
+    upstream: Option<UpstreamRequest>,
+    pending_response: Option<Option<Response>>,
+    response: Option<Response>,
+    local_reply: Option<(usize, String)>,
+    reset: bool,
+    has_body: bool,
+    has_trailers: bool,
+    started_ns: u64,
+    finished_ns: Option<u64>,
+    marks: (usize, usize, usize),
+}
+
+struct Filter {
+    spec: FilterSpec,
+    vm: Vm,
+    root: u32,
+    tick_period_ms: u64,
+    next_tick_ns: Option<u64>,
+}
+
+/// Default route timeout, as Envoy's router: a slower upstream gets 504.
+const ROUTE_TIMEOUT_MS: u64 = 15_000;
+/// How long a stream may stay paused before `send` gives up on it (virtual).
+const STREAM_WAIT_LIMIT_MS: u64 = 300_000;
+const DEFAULT_FUEL: u64 = 2_000_000_000;
+const DEFAULT_MEMORY_LIMIT: usize = 256 << 20;
+
+/// A Proxy-Wasm host with a chain of filters.
+pub struct Harness {
+    engine: Engine,
+    linker: Linker<Host>,
+    modules: HashMap<PathBuf, (Module, AbiVersion)>,
+    world: Rc<RefCell<World>>,
+    streams: Rc<RefCell<HashMap<u64, StreamMaps>>>,
+    filters: Vec<Filter>,
+    upstream: Cluster,
+    /// Route table: first `(header, value)` that the request carries picks the cluster.
+    routes: Vec<(String, String, String)>,
+    runs: BTreeMap<StreamId, StreamRun>,
+    next_stream: StreamId,
+    fuel: Option<u64>,
+    memory_limit: usize,
+    manual_calls: bool,
+}
+
+impl Harness {
+    pub fn new() -> Self {
+        Self::with_fuel(Some(DEFAULT_FUEL))
+    }
+
+    /// `fuel`: instructions a single callback may run before it is stopped as
+    /// runaway (`None`: unlimited, slightly faster).
+    pub fn with_fuel(fuel: Option<u64>) -> Self {
+        let engine = engine(fuel.is_some()).expect("wasmtime engine");
+        let mut linker = Linker::new(&engine);
+        abi::register(&mut linker).expect("register host functions");
+        Self {
+            engine,
+            linker,
+            modules: HashMap::new(),
+            world: Rc::new(RefCell::new(World::new())),
+            streams: Rc::new(RefCell::new(HashMap::new())),
+            filters: Vec::new(),
+            upstream: Cluster::default(),
+            routes: Vec::new(),
+            runs: BTreeMap::new(),
+            next_stream: 1,
+            fuel,
+            memory_limit: DEFAULT_MEMORY_LIMIT,
+            manual_calls: false,
+        }
+    }
+
+    /// Caps each VM's linear memory (bytes).
+    pub fn memory_limit(&mut self, bytes: usize) -> &mut Self {
+        self.memory_limit = bytes;
+        self
+    }
+
+    /// Loads a filter at the end of the chain: instantiate, `on_vm_start`, `on_configure`.
+    pub fn add_filter(&mut self, spec: FilterSpec) -> Result<&mut Self, HarnessError> {
+        let (module, abi) = match self.modules.get(&spec.wasm) {
+            Some(m) => m.clone(),
+            None => {
+                let bytes = std::fs::read(&spec.wasm)
+                    .map_err(|e| HarnessError::Load(format!("{}: {e}", spec.wasm.display())))?;
+                let module = Module::new(&self.engine, &bytes)
+                    .map_err(|e| HarnessError::Load(format!("{}: {e:#}", spec.wasm.display())))?;
+                let abi = check_module(&module, &self.linker, &self.engine)
+                    .map_err(|e| HarnessError::Load(format!("{}: {e:#}", spec.wasm.display())))?;
+                self.modules
+                    .insert(spec.wasm.clone(), (module.clone(), abi));
+                (module, abi)
+            }
+        };
+        let index = self.filters.len();
+        let vm_spec = VmSpec {
+            module: &module,
+            linker: &self.linker,
+            plugin_name: spec.name.clone(),
+            root_id: spec.root_id.clone(),
+            vm_id: spec.vm_id.clone(),
+            configuration: spec.configuration.clone(),
+            vm_configuration: spec.vm_configuration.clone(),
+            env: spec.env.clone(),
+            memory_limit: self.memory_limit,
+            fuel: self.fuel,
+        };
+        let mut vm = Vm::instantiate(
+            &self.engine,
+            vm_spec,
+            abi,
+            self.world.clone(),
+            self.streams.clone(),
+            index,
+        )
+        .map_err(|e| HarnessError::Load(format!("{}: {e:#}", spec.wasm.display())))?;
+        let root = vm.new_context(Ctx::Root);
+        vm.store.data_mut().root_context = root;
+        let (vm_size, cfg_size) = (
+            spec.vm_configuration.len() as i32,
+            spec.configuration.len() as i32,
+        );
+        let ex = vm.exports.clone();
+        let fuel = self.fuel;
+        let started = vm.call(root, fuel, |s| {
+            if let Some(f) = &ex.on_context_create {
+                f.call(&mut *s, (root as i32, 0))?;
+            }
+            let ok = match &ex.on_vm_start {
+                Some(f) => f.call(&mut *s, (root as i32, vm_size))? != 0,
+                None => true,
+            };
+            Ok(ok)
+        });
+        match started {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(HarnessError::Rejected(format!(
+                    "{}: on_vm_start returned false",
+                    spec.name
+                )))
+            }
+            Err(e) => {
+                return Err(HarnessError::Rejected(format!(
+                    "{}: on_vm_start: {e}",
+                    spec.name
+                )))
+            }
+        }
+        let configured = vm.call(root, fuel, |s| match &ex.on_configure {
+            Some(f) => Ok(f.call(&mut *s, (root as i32, cfg_size))? != 0),
+            None => Ok(true),
+        });
+        match configured {
+            Ok(true) => {}
+            Ok(false) => {
+                let why = self
+                    .world
+                    .borrow()
+                    .logs
+                    .iter()
+                    .rev()
+                    .find(|l| l.plugin == spec.name && l.level >= crate::world::LogLevel::Warn)
+                    .map(|l| l.message.clone());
+                return Err(HarnessError::Rejected(format!(
+                    "{}: on_configure returned false{}",
+                    spec.name,
+                    why.map(|w| format!(" ({w})")).unwrap_or_default()
+                )));
+            }
+            Err(e) => {
+                return Err(HarnessError::Rejected(format!(
+                    "{}: on_configure: {e}",
+                    spec.name
+                )))
+            }
+        }
+        self.filters.push(Filter {
+            spec,
+            vm,
+            root,
+            tick_period_ms: 0,
+            next_tick_ns: None,
+        });
+        self.after_callback();
+        Ok(self)
+    }
+
+    /// Adds a filter with a JSON/text configuration; shorthand for tests.
+    pub fn filter(
+        &mut self,
+        wasm: impl AsRef<Path>,
+        config: &str,
+    ) -> Result<&mut Self, HarnessError> {
+        self.add_filter(FilterSpec::new(wasm).config(config.as_bytes().to_vec()))
+    }
+
+    /// Defines a simulated cluster for HTTP calls and routes.
+    pub fn cluster(&mut self, name: &str, cluster: Cluster) -> &mut Self {
+        self.world
+            .borrow_mut()
+            .clusters
+            .insert(name.into(), cluster);
+        self
+    }
+
+    /// The route's default upstream answer.
+    pub fn upstream(&mut self, cluster: Cluster) -> &mut Self {
+        self.upstream = cluster;
+        self
+    }
+
+    /// Routes requests carrying `header: value` to `cluster` (first match wins).
+    pub fn route(&mut self, header: &str, value: &str, cluster: &str) -> &mut Self {
+        self.routes
+            .push((header.to_ascii_lowercase(), value.into(), cluster.into()));
+        self
+    }
+
+    /// Leaves HTTP calls unanswered until [`Harness::answer_call`].
+    pub fn manual_http_calls(&mut self, manual: bool) -> &mut Self {
+        self.manual_calls = manual;
+        self
+    }
+
+    pub fn set_trace(&mut self, on: bool) -> &mut Self {
+        self.world.borrow_mut().trace_enabled = on;
+        self
+    }
+
+    /// Sets a static property, e.g. `node.metadata.REGION`.
+    pub fn property(&mut self, path: &str, value: &[u8]) -> &mut Self {
+        self.world
+            .borrow_mut()
+            .properties
+            .insert(path.into(), value.to_vec());
+        self
+    }
+
+    pub fn world(&self) -> std::cell::Ref<'_, World> {
+        self.world.borrow()
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.world.borrow().now_ms()
+    }
+
+    /// A stat by name (`wasmcustom.` prefix optional, as Envoy adds it).
+    pub fn metric(&self, name: &str) -> Option<i64> {
+        let w = self.world.borrow();
+        w.metric(name)
+            .or_else(|| w.metric(name.strip_prefix("wasmcustom.")?))
+    }
+
+    pub fn metrics(&self) -> BTreeMap<String, i64> {
+        self.world
+            .borrow()
+            .metrics
+            .iter()
+            .map(|m| (m.name.clone(), m.value))
+            .collect()
+    }
+
+    pub fn logs(&self) -> Vec<LogEntry> {
+        self.world.borrow().logs.clone()
+    }
+
+    /// The ABI version each filter speaks.
+    pub fn abi_version(&self, filter: usize) -> Option<AbiVersion> {
+        self.filters.get(filter).map(|f| f.vm.abi)
+    }
+
+    /// Why a filter's VM is dead, if it is.
+    pub fn failure(&self, filter: usize) -> Option<String> {
+        self.filters.get(filter)?.vm.failed.clone()
+    }
+
+    /// Bytes of linear memory each VM holds now (for leak checks).
+    pub fn memory_sizes(&mut self) -> Vec<usize> {
+        self.filters
+            .iter_mut()
+            .map(|f| {
+                f.vm.store
+                    .data()
+                    .memory
+                    .map(|m| m.data_size(&f.vm.store))
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+
+    /// Sends a request and runs the clock until it completes (or stays stuck
+    /// for five virtual minutes).
+    pub fn send(&mut self, request: Request) -> Exchange {
+        let id = self.start(request);
+        let limit = self.world.borrow().now_ns + STREAM_WAIT_LIMIT_MS * 1_000_000;
+        while !self.is_done(id) {
+            match self.next_event_time() {
+                Some(t) if t <= limit => self.run_until(t),
+                _ => break,
+            }
+        }
+        self.exchange(id).expect("stream exists")
+    }
+
+    /// Starts a stream without waiting for it (for interleaved streams).
+    pub fn start(&mut self, request: Request) -> StreamId {
+        let id = self.next_stream;
+        self.next_stream += 1;
+        let now = self.world.borrow().now_ns;
+        let mut headers = request.headers.clone();
+        // What Envoy's connection manager adds before any filter runs.
+        if !headers.contains("x-forwarded-proto") {
+            headers.add("x-forwarded-proto", b"http");
+        }
+        if !headers.contains("x-request-id") {
+            let mut r = [0u8; 16];
+            self.world.borrow_mut().fill_random(&mut r);
+            headers.add("x-request-id", uuid(&r).as_bytes());
+        }
+        self.streams.borrow_mut().insert(
+            id,
+            StreamMaps {
+                request_headers: Some(headers),
+                request_body: request.body.clone().unwrap_or_default(),
+                request_trailers: request.trailers.clone(),
+                started_at_ns: now,
+                ..StreamMaps::default()
+            },
+        );
+        let marks = {
+            let w = self.world.borrow();
+            (w.logs.len(), w.http_calls.len(), w.trace.len())
+        };
+        let mut contexts = Vec::with_capacity(self.filters.len());
+        for f in &mut self.filters {
+            if f.vm.failed.is_some() {
+                contexts.push(None);
+                continue;
+            }
+            let ctx = f.vm.new_context(Ctx::Stream(id));
+            let (root, ex) = (f.root, f.vm.exports.clone());
+            let created = f.vm.call(ctx, self.fuel, |s| {
+                if let Some(cc) = &ex.on_context_create {
+                    cc.call(&mut *s, (ctx as i32, root as i32))?;
+                }
+                Ok(())
+            });
+            contexts.push(created.ok().map(|()| ctx));
+        }
+        self.runs.insert(
+            id,
+            StreamRun {
+                contexts,
+                phase: Phase::Request {
+                    stage: Stage::Headers,
+                    next: 0,
+                },
+                paused_at: None,
+                upstream: None,
+                pending_response: None,
+                response: None,
+                local_reply: None,
+                reset: false,
+                has_body: request.body.is_some(),
+                has_trailers: request.trailers.is_some(),
+                started_ns: now,
+                finished_ns: None,
+                marks,
+            },
+        );
+        self.drive(id);
+        id
+    }
+
+    pub fn is_done(&self, id: StreamId) -> bool {
+        self.runs.get(&id).is_none_or(|r| r.phase == Phase::Done)
+    }
+
+    /// What has been observed for a stream so far.
+    pub fn exchange(&self, id: StreamId) -> Option<Exchange> {
+        let run = self.runs.get(&id)?;
+        let w = self.world.borrow();
+        let end = run.finished_ns.unwrap_or(w.now_ns);
+        Some(Exchange {
+            stream: id,
+            upstream: run.upstream.clone(),
+            response: run.response.clone(),
+            local_reply: run.local_reply.clone(),
+            completed: run.phase == Phase::Done,
+            started_ms: (run.started_ns - crate::world::EPOCH_START_NS) / 1_000_000,
+            duration_ms: (end - run.started_ns) / 1_000_000,
+            logs: w.logs[run.marks.0..].to_vec(),
+            http_calls: w.http_calls[run.marks.1..].to_vec(),
+            trace: w.trace[run.marks.2..].to_vec(),
+        })
+    }
+
+    /// HTTP calls not answered yet.
+    pub fn pending_calls(&self) -> Vec<HttpCall> {
+        self.world
+            .borrow()
+            .http_calls
+            .iter()
+            .filter(|c| !c.answered)
+            .cloned()
+            .collect()
+    }
+
+    /// Answers an HTTP call now (`None`: the call fails, as on a reset).
+    pub fn answer_call(&mut self, token: u32, response: Option<Response>) {
+        self.deliver_call(token, response);
+        self.after_callback();
+    }
+
+    /// Advances the virtual clock, running every timer, call and upstream due.
+    pub fn advance(&mut self, ms: u64) {
+        let target = self.world.borrow().now_ns + ms * 1_000_000;
+        self.run_until(target);
+    }
+
+    fn run_until(&mut self, target_ns: u64) {
+        loop {
+            self.deliver_queue_notifications();
+            match self.next_event_time() {
+                Some(t) if t <= target_ns => {
+                    self.world.borrow_mut().now_ns = t.max(self.world.borrow().now_ns);
+                    self.fire_due();
+                }
+                _ => break,
+            }
+        }
+        let mut w = self.world.borrow_mut();
+        w.now_ns = w.now_ns.max(target_ns);
+    }
+
+    fn next_event_time(&self) -> Option<u64> {
+        let mut next: Option<u64> = None;
+        let mut consider = |t: u64| next = Some(next.map_or(t, |n| n.min(t)));
+        for f in &self.filters {
+            if let (Some(t), None) = (f.next_tick_ns, &f.vm.failed) {
+                consider(t);
+            }
+        }
+        for run in self.runs.values() {
+            if let Phase::Upstream { at_ns } = run.phase {
+                consider(at_ns);
+            }
+        }
+        if !self.manual_calls {
+            let w = self.world.borrow();
+            for c in w.http_calls.iter().filter(|c| !c.answered) {
+                consider(call_due_ns(&w, c));
+            }
+        }
+        next
+    }
+
+    fn fire_due(&mut self) {
+        let now = self.world.borrow().now_ns;
+        // Upstream answers.
+        let due: Vec<StreamId> = self
+            .runs
+            .iter()
+            .filter(|(_, r)| matches!(r.phase, Phase::Upstream { at_ns } if at_ns <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.upstream_answered(id);
+        }
+        // HTTP calls.
+        if !self.manual_calls {
+            let due: Vec<(u32, Option<Response>)> = {
+                let w = self.world.borrow();
+                w.http_calls
+                    .iter()
+                    .filter(|c| !c.answered && call_due_ns(&w, c) <= now)
+                    .map(|c| {
+                        let cluster = &w.clusters[&c.cluster];
+                        let timed_out = c.timeout_ms > 0 && cluster.delay_ms > c.timeout_ms;
+                        (c.token, if timed_out { None } else { cluster.response() })
+                    })
+                    .collect()
+            };
+            for (token, response) in due {
+                self.deliver_call(token, response);
+            }
+        }
+        // Ticks.
+        for i in 0..self.filters.len() {
+            let f = &mut self.filters[i];
+            if f.next_tick_ns.is_some_and(|t| t <= now) && f.vm.failed.is_none() {
+                f.next_tick_ns = Some(now + f.tick_period_ms * 1_000_000);
+                let (root, ex) = (f.root, f.vm.exports.clone());
+                let _ = f.vm.call(root, self.fuel, |s| {
+                    if let Some(t) = &ex.on_tick {
+                        t.call(&mut *s, root as i32)?;
+                    }
+                    Ok(())
+                });
+            }
+        }
+        self.after_callback();
+    }
+
+    fn deliver_call(&mut self, token: u32, response: Option<Response>) {
+        let call = {
+            let mut w = self.world.borrow_mut();
+            let Some(c) = w
+                .http_calls
+                .iter_mut()
+                .find(|c| c.token == token && !c.answered)
+            else {
+                return;
+            };
+            c.answered = true;
+            c.clone()
+        };
+        let Some(f) = self.filters.get_mut(call.vm) else {
+            return;
+        };
+        let ex = f.vm.exports.clone();
+        let (nh, nb, nt, cr) = match response {
+            Some(r) => (
+                r.headers.len() as i32,
+                r.body.len() as i32,
+                r.trailers.as_ref().map_or(0, |t| t.len()) as i32,
+                CallResponse {
+                    headers: r.headers,
+                    body: r.body,
+                    trailers: r.trailers.unwrap_or_default(),
+                },
+            ),
+            // Envoy reports a failed call (reset, timeout) as zero headers.
+            None => (0, 0, 0, CallResponse::default()),
+        };
+        f.vm.store.data_mut().call_response = Some(cr);
+        let ctx = call.root_context;
+        let _ = f.vm.call(ctx, self.fuel, |s| {
+            if let Some(cb) = &ex.on_http_call_response {
+                cb.call(&mut *s, (ctx as i32, token as i32, nh, nb, nt))?;
+            }
+            Ok(())
+        });
+        f.vm.store.data_mut().call_response = None;
+    }
+
+    fn deliver_queue_notifications(&mut self) {
+        loop {
+            let Some(qid) = self.world.borrow_mut().queue_notifications.pop_front() else {
+                break;
+            };
+            let owner = self
+                .world
+                .borrow()
+                .queues
+                .get(qid as usize - 1)
+                .map(|q| q.owner);
+            let Some((vm, root)) = owner else { continue };
+            let Some(f) = self.filters.get_mut(vm) else {
+                continue;
+            };
+            let ex = f.vm.exports.clone();
+            let _ = f.vm.call(root, self.fuel, |s| {
+                if let Some(cb) = &ex.on_queue_ready {
+                    cb.call(&mut *s, (root as i32, qid as i32))?;
+                }
+                Ok(())
+            });
+            self.after_callback();
+        }
+    }
+
+    /// After any callback: pick up tick-period changes, continues, local replies.
+    fn after_callback(&mut self) {
+        let now = self.world.borrow().now_ns;
+        for f in &mut self.filters {
+            let period = f.vm.store.data().tick_period_ms;
+            if period != f.tick_period_ms {
+                f.tick_period_ms = period;
+                f.next_tick_ns = (period > 0).then(|| now + period * 1_000_000);
+            }
+        }
+        let ids: Vec<StreamId> = self
+            .runs
+            .iter()
+            .filter(|(_, r)| r.phase != Phase::Done)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let (cont_req, cont_resp, local, reset) = {
+                let mut streams = self.streams.borrow_mut();
+                let Some(s) = streams.get_mut(&id) else {
+                    continue;
+                };
+                (
+                    std::mem::take(&mut s.continue_request),
+                    std::mem::take(&mut s.continue_response),
+                    s.local_response.take(),
+                    std::mem::take(&mut s.reset),
+                )
+            };
+            let run = self.runs.get_mut(&id).expect("run");
+            if reset {
+                run.reset = true;
+                self.finish(id);
+                continue;
+            }
+            if let Some((response, details)) = local {
+                let from = run.paused_at.unwrap_or(0);
+                self.local_reply(id, from, response, details);
+                continue;
+            }
+            let run = self.runs.get_mut(&id).expect("run");
+            if let Some(at) = run.paused_at {
+                let resume = match run.phase {
+                    Phase::Request { .. } => cont_req,
+                    Phase::Response { .. } => cont_resp,
+                    _ => false,
+                };
+                if resume {
+                    run.paused_at = None;
+                    match &mut run.phase {
+                        Phase::Request { next, .. } => *next = at + 1,
+                        Phase::Response { next, .. } => *next = at as isize - 1,
+                        _ => {}
+                    }
+                    self.drive(id);
+                }
+            }
+        }
+    }
+
+    /// Runs a stream's callbacks until it pauses, waits for the upstream or ends.
+    fn drive(&mut self, id: StreamId) {
+        loop {
+            let run = self.runs.get_mut(&id).expect("run");
+            if run.paused_at.is_some() {
+                return;
+            }
+            let n = self.filters.len();
+            match run.phase {
+                Phase::Done | Phase::Upstream { .. } => return,
+                Phase::Request { stage, next } if next >= n => {
+                    run.phase = match stage {
+                        Stage::Headers if run.has_body => Phase::Request {
+                            stage: Stage::Body,
+                            next: 0,
+                        },
+                        Stage::Headers | Stage::Body if run.has_trailers => Phase::Request {
+                            stage: Stage::Trailers,
+                            next: 0,
+                        },
+                        _ => {
+                            self.send_upstream(id);
+                            continue;
+                        }
+                    };
+                }
+                Phase::Response { stage, next, first } if next < 0 => {
+                    let has_body = self
+                        .streams
+                        .borrow()
+                        .get(&id)
+                        .is_some_and(|s| !s.response_body.is_empty());
+                    let has_trailers = self
+                        .streams
+                        .borrow()
+                        .get(&id)
+                        .is_some_and(|s| s.response_trailers.is_some());
+                    run.phase = match stage {
+                        Stage::Headers if has_body => Phase::Response {
+                            stage: Stage::Body,
+                            next: first as isize,
+                            first,
+                        },
+                        Stage::Headers | Stage::Body if has_trailers => Phase::Response {
+                            stage: Stage::Trailers,
+                            next: first as isize,
+                            first,
+                        },
+                        _ => {
+                            self.finish(id);
+                            return;
+                        }
+                    };
+                }
+                Phase::Request { stage, next } => {
+                    let action = self.callback(id, next, true, stage);
+                    if self.handle_action(id, next, action) {
+                        return;
+                    }
+                    if let Some(Phase::Request { next: n2, .. }) =
+                        self.runs.get_mut(&id).map(|r| &mut r.phase)
+                    {
+                        *n2 = next + 1;
+                    }
+                }
+                Phase::Response { stage, next, .. } => {
+                    let i = next as usize;
+                    let action = self.callback(id, i, false, stage);
+                    if self.handle_action(id, i, action) {
+                        return;
+                    }
+                    if let Some(Phase::Response { next: n2, .. }) =
+                        self.runs.get_mut(&id).map(|r| &mut r.phase)
+                    {
+                        *n2 = next - 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles a callback's outcome; true when the stream stops here.
+    fn handle_action(
+        &mut self,
+        id: StreamId,
+        filter: usize,
+        action: Result<Option<i32>, String>,
+    ) -> bool {
+        let local = {
+            let mut streams = self.streams.borrow_mut();
+            let s = streams.get_mut(&id).expect("stream maps");
+            (
+                s.local_response.take(),
+                std::mem::take(&mut s.reset),
+                std::mem::take(&mut s.continue_request),
+                std::mem::take(&mut s.continue_response),
+            )
+        };
+        let (local, reset, _, _) = local;
+        match action {
+            Err(_trap) => match self.filters[filter].spec.failure_policy {
+                FailurePolicy::FailClosed => {
+                    let body = b"".to_vec();
+                    self.local_reply(
+                        id,
+                        filter,
+                        Response::new(503).body(body),
+                        "wasm_fail_stream".into(),
+                    );
+                    true
+                }
+                FailurePolicy::FailOpen => false,
+            },
+            Ok(action) => {
+                if reset {
+                    self.runs.get_mut(&id).expect("run").reset = true;
+                    self.finish(id);
+                    return true;
+                }
+                if let Some((response, details)) = local {
+                    // Takes effect after the callback returns, then runs this filter's response callbacks.
+                    self.local_reply(id, filter, response, details);
+                    return true;
+                }
+                if action == Some(1) {
+                    self.runs.get_mut(&id).expect("run").paused_at = Some(filter);
+                    return true;
+                }
+                false
+            }
+        }
+    }
+
+    /// Calls filter `i`'s callback for `stage`; `Ok(None)` when skipped.
+    fn callback(
+        &mut self,
+        id: StreamId,
+        i: usize,
+        request: bool,
+        stage: Stage,
+    ) -> Result<Option<i32>, String> {
+        let run = &self.runs[&id];
+        let Some(ctx) = run.contexts[i] else {
+            return Ok(None);
+        };
+        let f = &mut self.filters[i];
+        if f.vm.failed.is_some() {
+            return match f.spec.failure_policy {
+                FailurePolicy::FailOpen => Ok(None),
+                FailurePolicy::FailClosed => Err(f.vm.failed.clone().unwrap_or_default()),
+            };
+        }
+        let (nh, body_len, nt, has_body, has_trailers) = {
+            let streams = self.streams.borrow();
+            let s = &streams[&id];
+            if request {
+                (
+                    s.request_headers.as_ref().map_or(0, Headers::len),
+                    s.request_body.len(),
+                    s.request_trailers.as_ref().map_or(0, Headers::len),
+                    run.has_body,
+                    run.has_trailers,
+                )
+            } else {
+                (
+                    s.response_headers.as_ref().map_or(0, Headers::len),
+                    s.response_body.len(),
+                    s.response_trailers.as_ref().map_or(0, Headers::len),
+                    !s.response_body.is_empty(),
+                    s.response_trailers.is_some(),
+                )
+            }
+        };
+        let ex = f.vm.exports.clone();
+        let c = ctx as i32;
+        f.vm.call(ctx, self.fuel, |s| {
+            let r = match (request, stage) {
+                (true, Stage::Headers) => ex.on_request_headers.as_ref().map(|f| {
+                    f.call(
+                        &mut *s,
+                        (c, nh as i32, i32::from(!has_body && !has_trailers)),
+                    )
+                }),
+                (true, Stage::Body) => ex
+                    .on_request_body
+                    .as_ref()
+                    .map(|f| f.call(&mut *s, (c, body_len as i32, i32::from(!has_trailers)))),
+                (true, Stage::Trailers) => ex
+                    .on_request_trailers
+                    .as_ref()
+                    .map(|f| f.call(&mut *s, (c, nt as i32))),
+                (false, Stage::Headers) => ex.on_response_headers.as_ref().map(|f| {
+                    f.call(
+                        &mut *s,
+                        (c, nh as i32, i32::from(!has_body && !has_trailers)),
+                    )
+                }),
+                (false, Stage::Body) => ex
+                    .on_response_body
+                    .as_ref()
+                    .map(|f| f.call(&mut *s, (c, body_len as i32, i32::from(!has_trailers)))),
+                (false, Stage::Trailers) => ex
+                    .on_response_trailers
+                    .as_ref()
+                    .map(|f| f.call(&mut *s, (c, nt as i32))),
+            };
+            r.transpose()
+        })
+    }
+
+    fn send_upstream(&mut self, id: StreamId) {
+        let (headers, body) = {
+            let streams = self.streams.borrow();
+            let s = &streams[&id];
+            (
+                s.request_headers.clone().unwrap_or_default(),
+                s.request_body.clone(),
+            )
+        };
+        let (cluster_name, cluster) = self
+            .routes
+            .iter()
+            .find(|(h, v, _)| headers.get(h) == Some(v.as_bytes()))
+            .and_then(|(_, _, c)| Some((c.clone(), self.world.borrow().clusters.get(c)?.clone())))
+            .unwrap_or_else(|| ("upstream".into(), self.upstream.clone()));
+        let mut upstream_headers = headers;
+        // Envoy's router tells the upstream its timeout.
+        if !upstream_headers.contains("x-envoy-expected-rq-timeout-ms") {
+            upstream_headers.add(
+                "x-envoy-expected-rq-timeout-ms",
+                ROUTE_TIMEOUT_MS.to_string().as_bytes(),
+            );
+        }
+        let now = self.world.borrow().now_ns;
+        let run = self.runs.get_mut(&id).expect("run");
+        run.upstream = Some(UpstreamRequest {
+            cluster: cluster_name,
+            headers: upstream_headers,
+            body,
+        });
+        let (delay, response) = if cluster.delay_ms > ROUTE_TIMEOUT_MS {
+            (
+                ROUTE_TIMEOUT_MS,
+                Some(
+                    Response::new(504)
+                        .header("content-type", "text/plain")
+                        .body("upstream request timeout"),
+                ),
+            )
+        } else {
+            (cluster.delay_ms, cluster.response())
+        };
+        let response = response.or_else(|| Some(Response::new(503).header("content-type", "text/plain").body("upstream connect error or disconnect/reset before headers. reset reason: connection termination")));
+        run.pending_response = Some(response);
+        run.phase = Phase::Upstream {
+            at_ns: now + delay * 1_000_000,
+        };
+        if delay == 0 {
+            self.upstream_answered(id);
+        }
+    }
+
+    fn upstream_answered(&mut self, id: StreamId) {
+        let run = self.runs.get_mut(&id).expect("run");
+        let response = run
+            .pending_response
+            .take()
+            .flatten()
+            .unwrap_or_else(|| Response::new(503));
+        let mut headers = response.headers.clone();
+        headers.add("x-envoy-upstream-service-time", b"0");
+        {
+            let mut streams = self.streams.borrow_mut();
+            let s = streams.get_mut(&id).expect("maps");
+            s.response_headers = Some(headers);
+            s.response_body = response.body.clone();
+            s.response_trailers = response.trailers.clone();
+        }
+        let last = self.filters.len().saturating_sub(1);
+        self.runs.get_mut(&id).expect("run").phase = Phase::Response {
+            stage: Stage::Headers,
+            next: last as isize,
+            first: last,
+        };
+        if self.filters.is_empty() {
+            self.finish(id);
+        } else {
+            self.drive(id);
+        }
+    }
+
+    fn local_reply(&mut self, id: StreamId, filter: usize, response: Response, details: String) {
+        let mut headers = response.headers.clone();
+        if !response.body.is_empty() {
+            if !headers.contains("content-type") {
+                headers.add("content-type", b"text/plain");
+            }
+            headers.replace("content-length", response.body.len().to_string().as_bytes());
+        }
+        {
+            let mut streams = self.streams.borrow_mut();
+            let s = streams.get_mut(&id).expect("maps");
+            s.response_headers = Some(headers);
+            s.response_body = response.body.clone();
+            s.response_trailers = None;
+        }
+        let run = self.runs.get_mut(&id).expect("run");
+        run.local_reply = Some((filter, details));
+        run.paused_at = None;
+        run.phase = Phase::Response {
+            stage: Stage::Headers,
+            next: filter as isize,
+            first: filter,
+        };
+        self.drive(id);
+    }
+
+    fn finish(&mut self, id: StreamId) {
+        let now = self.world.borrow().now_ns;
+        let (response, reset) = {
+            let streams = self.streams.borrow();
+            let s = &streams[&id];
+            let run = &self.runs[&id];
+            let r = s.response_headers.as_ref().map(|h| Response {
+                status: h
+                    .get(":status")
+                    .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+                    .unwrap_or(0),
+                headers: h.clone(),
+                body: s.response_body.clone(),
+                trailers: s.response_trailers.clone(),
+            });
+            (r, run.reset)
+        };
+        {
+            let run = self.runs.get_mut(&id).expect("run");
+            run.response = if reset { None } else { response };
+            run.phase = Phase::Done;
+            run.paused_at = None;
+            run.finished_ns = Some(now);
+        }
+        let contexts = self.runs[&id].contexts.clone();
+        for (i, ctx) in contexts.iter().enumerate() {
+            let Some(ctx) = *ctx else { continue };
+            let f = &mut self.filters[i];
+            let ex = f.vm.exports.clone();
+            let c = ctx as i32;
+            // Envoy: on_log (access log) before on_done and on_delete.
+            let _ = f.vm.call(ctx, self.fuel, |s| {
+                if let Some(cb) = &ex.on_log {
+                    cb.call(&mut *s, c)?;
+                }
+                if let Some(cb) = &ex.on_done {
+                    cb.call(&mut *s, c)?;
+                }
+                if let Some(cb) = &ex.on_delete {
+                    cb.call(&mut *s, c)?;
+                }
+                Ok(())
+            });
+            f.vm.store.data_mut().contexts.remove(&ctx);
+        }
+        // Header maps are gone once the stream is.
+        self.streams.borrow_mut().remove(&id);
+    }
+}
+
+impl Default for Harness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn call_due_ns(w: &World, c: &HttpCall) -> u64 {
+    let delay = w.clusters.get(&c.cluster).map_or(0, |cl| cl.delay_ms);
+    let wait = if c.timeout_ms > 0 {
+        delay.min(c.timeout_ms)
+    } else {
+        delay
+    };
+    crate::world::EPOCH_START_NS + (c.dispatched_at_ms + wait) * 1_000_000
+}
+
+fn uuid(r: &[u8; 16]) -> String {
+    let h: String = r.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
+}

@@ -1,0 +1,24 @@
+//! A Proxy-Wasm host on wasmtime that drives filters the way Envoy does.
+//!
+//! Load the real `.wasm` (ours, or any filter speaking ABI 0.2.0/0.2.1),
+//! send requests through a chain of filters to simulated upstreams on a
+//! virtual clock, and read what happened: what the upstream received, what
+//! the client got, logs, metrics, HTTP calls and the host-call trace.
+//! Nothing is global: every [`Harness`] owns its engine state, so tests run
+//! in parallel.
+
+pub mod abi;
+mod foreign;
+mod harness;
+pub mod model;
+mod properties;
+mod vm;
+mod wasi;
+pub mod world;
+
+pub use harness::{
+    Exchange, FailurePolicy, FilterSpec, Harness, HarnessError, StreamId, UpstreamRequest,
+};
+pub use model::{Cluster, Headers, LogEntry, Request, Response};
+pub use vm::AbiVersion;
+pub use world::{HttpCall, LogLevel, MetricKind};

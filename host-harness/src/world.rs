@@ -1,0 +1,189 @@
+//! State shared by every filter of a harness, as Envoy shares it across a
+//! worker: the virtual clock, stats, shared data and queues (scoped by
+//! `vm_id`), simulated clusters, outstanding HTTP calls, logs and the trace.
+
+use crate::model::{Cluster, LogEntry};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Critical,
+}
+
+impl LogLevel {
+    pub fn from_abi(level: i32) -> Option<Self> {
+        Some(match level {
+            0 => Self::Trace,
+            1 => Self::Debug,
+            2 => Self::Info,
+            3 => Self::Warn,
+            4 => Self::Error,
+            5 => Self::Critical,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+#[derive(Debug, Clone)]
+pub struct Metric {
+    pub name: String,
+    pub kind: MetricKind,
+    /// Counter or gauge value.
+    pub value: i64,
+    /// Histogram samples.
+    pub samples: Vec<u64>,
+}
+
+/// An HTTP call a filter dispatched.
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpCall {
+    pub token: u32,
+    /// Index of the filter (VM) in the chain that made it.
+    #[serde(skip)]
+    pub vm: usize,
+    #[serde(skip)]
+    pub root_context: u32,
+    pub cluster: String,
+    #[serde(serialize_with = "crate::world::headers_as_text")]
+    pub headers: crate::model::Headers,
+    #[serde(serialize_with = "crate::world::bytes_as_text")]
+    pub body: Vec<u8>,
+    pub timeout_ms: u64,
+    pub dispatched_at_ms: u64,
+    pub answered: bool,
+}
+
+/// One host call, for the trace.
+#[derive(Debug, Clone, Serialize)]
+pub struct TraceEntry {
+    pub at_ms: u64,
+    pub vm: usize,
+    pub context: u32,
+    pub call: &'static str,
+    pub status: u32,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Queue {
+    pub vm_id: String,
+    pub name: String,
+    /// The VM and root context that registered it (notified on enqueue).
+    pub owner: (usize, u32),
+    pub items: VecDeque<Vec<u8>>,
+}
+
+#[derive(Default)]
+pub struct World {
+    /// Virtual time since the Unix epoch, in nanoseconds.
+    pub now_ns: u64,
+    pub logs: Vec<LogEntry>,
+    pub metrics: Vec<Metric>,
+    pub(crate) metric_by_name: HashMap<String, usize>,
+    pub(crate) shared_data: HashMap<(String, String), (Vec<u8>, u32)>,
+    pub(crate) queues: Vec<Queue>,
+    /// Queue ids whose owners must be told (asynchronously, as Envoy posts it).
+    pub(crate) queue_notifications: VecDeque<u32>,
+    pub clusters: BTreeMap<String, Cluster>,
+    pub http_calls: Vec<HttpCall>,
+    pub(crate) next_token: u32,
+    pub trace: Vec<TraceEntry>,
+    pub trace_enabled: bool,
+    /// Times a filter asked to re-pick the route (`clear_route_cache`).
+    pub route_cache_clears: u64,
+    pub(crate) random_state: u64,
+    /// `node.metadata` and other static properties, by dotted path.
+    pub properties: BTreeMap<String, Vec<u8>>,
+}
+
+/// 2026-01-01T00:00:00Z: virtual time starts at a fixed, realistic instant.
+pub const EPOCH_START_NS: u64 = 1_767_225_600 * 1_000_000_000;
+
+impl World {
+    pub fn new() -> Self {
+        Self {
+            now_ns: EPOCH_START_NS,
+            next_token: 1,
+            random_state: 0x853C_49E6_748F_EA9B,
+            trace_enabled: true,
+            ..Self::default()
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        (self.now_ns - EPOCH_START_NS) / 1_000_000
+    }
+
+    /// Deterministic random bytes for WASI `random_get` (splitmix64).
+    pub fn fill_random(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.random_state = self.random_state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.random_state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
+        }
+    }
+
+    /// Defines (or finds) a metric; ids carry the kind in the low two bits, as in Envoy.
+    pub(crate) fn define_metric(&mut self, kind: MetricKind, name: &str) -> u32 {
+        let index = match self.metric_by_name.get(name) {
+            Some(&i) => i,
+            None => {
+                self.metrics.push(Metric {
+                    name: name.to_owned(),
+                    kind,
+                    value: 0,
+                    samples: Vec::new(),
+                });
+                self.metric_by_name
+                    .insert(name.to_owned(), self.metrics.len() - 1);
+                self.metrics.len() - 1
+            }
+        };
+        ((index as u32) << 2) | kind as u32
+    }
+
+    pub(crate) fn metric_mut(&mut self, id: u32) -> Option<&mut Metric> {
+        let m = self.metrics.get_mut((id >> 2) as usize)?;
+        (m.kind as u32 == (id & 3)).then_some(m)
+    }
+
+    /// A metric's value by name (counter or gauge), as the tests read stats.
+    pub fn metric(&self, name: &str) -> Option<i64> {
+        self.metric_by_name
+            .get(name)
+            .map(|&i| self.metrics[i].value)
+    }
+}
+
+pub(crate) fn headers_as_text<S: serde::Serializer>(
+    h: &crate::model::Headers,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = s.serialize_seq(Some(h.0.len()))?;
+    for (k, v) in &h.0 {
+        seq.serialize_element(&(k, String::from_utf8_lossy(v)))?;
+    }
+    seq.end()
+}
+
+pub(crate) fn bytes_as_text<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(b))
+}
