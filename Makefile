@@ -7,6 +7,8 @@ export ENVOY
 WASM_TARGET   := wasm32-wasip1
 WASM_DIR      := target/$(WASM_TARGET)/release
 FILTERS       := version_router
+# The SDK's published examples, built as harness fidelity fixtures.
+FIXTURES      := sdk_hello_world sdk_http_headers sdk_http_auth_random sdk_http_body sdk_http_config
 CARGO         ?= cargo
 
 .PHONY: all setup build test lint unit e2e demo clean sizes
@@ -26,7 +28,7 @@ $(CURDIR)/$(VENV)/bin/envoy:
 
 ## build: every filter to target/wasm32-wasip1/release/<name>.wasm
 build: .setup-wasm-target
-	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS))
+	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS) $(FIXTURES))
 	@$(MAKE) --no-print-directory sizes
 
 sizes:
@@ -36,7 +38,7 @@ sizes:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS)) -- -D warnings
+	$(CARGO) clippy --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS) $(FIXTURES)) -- -D warnings
 
 ## test: lint, unit tests, and end-to-end tests in real Envoy
 test: setup build lint

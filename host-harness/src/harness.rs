@@ -625,7 +625,9 @@ impl Harness {
             self.deliver_queue_notifications();
             match self.next_event_time() {
                 Some(t) if t <= target_ns => {
-                    self.world.borrow_mut().now_ns = t.max(self.world.borrow().now_ns);
+                    let mut w = self.world.borrow_mut();
+                    w.now_ns = t.max(w.now_ns);
+                    drop(w);
                     self.fire_due();
                 }
                 _ => break,
@@ -693,6 +695,7 @@ impl Harness {
             if f.next_tick_ns.is_some_and(|t| t <= now) && f.vm.failed.is_none() {
                 f.next_tick_ns = Some(now + f.tick_period_ms * 1_000_000);
                 let (root, ex) = (f.root, f.vm.exports.clone());
+                self.world.borrow_mut().trace_callback(i, root, "on_tick");
                 let _ = f.vm.call(root, self.fuel, |s| {
                     if let Some(t) = &ex.on_tick {
                         t.call(&mut *s, root as i32)?;
@@ -737,6 +740,9 @@ impl Harness {
         };
         f.vm.store.data_mut().call_response = Some(cr);
         let ctx = call.root_context;
+        self.world
+            .borrow_mut()
+            .trace_callback(call.vm, ctx, "on_http_call_response");
         let _ = f.vm.call(ctx, self.fuel, |s| {
             if let Some(cb) = &ex.on_http_call_response {
                 cb.call(&mut *s, (ctx as i32, token as i32, nh, nb, nt))?;
@@ -762,6 +768,9 @@ impl Harness {
                 continue;
             };
             let ex = f.vm.exports.clone();
+            self.world
+                .borrow_mut()
+                .trace_callback(vm, root, "on_queue_ready");
             let _ = f.vm.call(root, self.fuel, |s| {
                 if let Some(cb) = &ex.on_queue_ready {
                     cb.call(&mut *s, (root as i32, qid as i32))?;
@@ -974,16 +983,18 @@ impl Harness {
         stage: Stage,
     ) -> Result<Option<i32>, String> {
         let run = &self.runs[&id];
+        let f = &mut self.filters[i];
+        if f.vm.failed.is_some() {
+            // A dead VM answers nothing: fail-open skips it, fail-closed stops
+            // the request (its 503 then passes the filters before it only).
+            return match (f.spec.failure_policy, request) {
+                (FailurePolicy::FailClosed, true) => Err(f.vm.failed.clone().unwrap_or_default()),
+                _ => Ok(None),
+            };
+        }
         let Some(ctx) = run.contexts[i] else {
             return Ok(None);
         };
-        let f = &mut self.filters[i];
-        if f.vm.failed.is_some() {
-            return match f.spec.failure_policy {
-                FailurePolicy::FailOpen => Ok(None),
-                FailurePolicy::FailClosed => Err(f.vm.failed.clone().unwrap_or_default()),
-            };
-        }
         let (nh, body_len, nt, has_body, has_trailers) = {
             let streams = self.streams.borrow();
             let s = &streams[&id];
@@ -1007,6 +1018,15 @@ impl Harness {
         };
         let ex = f.vm.exports.clone();
         let c = ctx as i32;
+        let name = match (request, stage) {
+            (true, Stage::Headers) => "on_request_headers",
+            (true, Stage::Body) => "on_request_body",
+            (true, Stage::Trailers) => "on_request_trailers",
+            (false, Stage::Headers) => "on_response_headers",
+            (false, Stage::Body) => "on_response_body",
+            (false, Stage::Trailers) => "on_response_trailers",
+        };
+        self.world.borrow_mut().trace_callback(i, ctx, name);
         f.vm.call(ctx, self.fuel, |s| {
             let r = match (request, stage) {
                 (true, Stage::Headers) => ex.on_request_headers.as_ref().map(|f| {
@@ -1180,6 +1200,7 @@ impl Harness {
             let ex = f.vm.exports.clone();
             let c = ctx as i32;
             // Envoy: on_log (access log) before on_done and on_delete.
+            self.world.borrow_mut().trace_callback(i, ctx, "on_log");
             let _ = f.vm.call(ctx, self.fuel, |s| {
                 if let Some(cb) = &ex.on_log {
                     cb.call(&mut *s, c)?;

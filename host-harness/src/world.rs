@@ -68,7 +68,10 @@ pub struct HttpCall {
     pub answered: bool,
 }
 
-/// One host call, for the trace.
+/// The `status` of trace entries that are callbacks into the filter, not host calls.
+pub const CALLBACK: u32 = u32::MAX;
+
+/// One host call (or callback), for the trace.
 #[derive(Debug, Clone, Serialize)]
 pub struct TraceEntry {
     pub at_ms: u64,
@@ -162,6 +165,20 @@ impl World {
     pub(crate) fn metric_mut(&mut self, id: u32) -> Option<&mut Metric> {
         let m = self.metrics.get_mut((id >> 2) as usize)?;
         (m.kind as u32 == (id & 3)).then_some(m)
+    }
+
+    /// Records a callback into a filter in the trace (status `u32::MAX` marks callbacks).
+    pub(crate) fn trace_callback(&mut self, vm: usize, context: u32, call: &'static str) {
+        if self.trace_enabled {
+            let at_ms = self.now_ms();
+            self.trace.push(TraceEntry {
+                at_ms,
+                vm,
+                context,
+                call,
+                status: CALLBACK,
+            });
+        }
     }
 
     /// A metric's value by name (counter or gauge), as the tests read stats.
