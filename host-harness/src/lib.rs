@@ -12,6 +12,7 @@ mod foreign;
 mod harness;
 pub mod model;
 mod properties;
+pub mod scenario;
 mod vm;
 mod wasi;
 pub mod world;

@@ -1,0 +1,386 @@
+//! Scenario files: a chain, simulated clusters and requests with
+//! expectations, in YAML or JSON. The same file runs in the harness and
+//! (for `--envoy` and `diff`) in real Envoy, so results are kept as an
+//! [`Observation`]: only what a client, an upstream and the stats can see.
+
+use crate::harness::{FailurePolicy, FilterSpec, Harness, HarnessError};
+use crate::model::{Cluster, Headers, Request};
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    #[serde(default)]
+    pub filters: Vec<FilterEntry>,
+    #[serde(default)]
+    pub clusters: BTreeMap<String, Cluster>,
+    /// Header-based routes to clusters (first match wins), like Envoy's route table.
+    #[serde(default)]
+    pub routes: Vec<RouteEntry>,
+    /// The route's default answer.
+    #[serde(default)]
+    pub upstream: Cluster,
+    pub requests: Vec<RequestEntry>,
+    /// Where relative `wasm` paths are resolved (the scenario file's folder).
+    #[serde(skip)]
+    pub base: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterEntry {
+    pub wasm: PathBuf,
+    /// A string is passed as is; anything else as JSON.
+    #[serde(default)]
+    pub config: Value,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub root_id: Option<String>,
+    #[serde(default)]
+    pub vm_id: Option<String>,
+    #[serde(default)]
+    pub failure_policy: FailurePolicy,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteEntry {
+    pub header: String,
+    pub value: String,
+    pub cluster: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestEntry {
+    #[serde(default)]
+    pub name: String,
+    /// Virtual time to send it at (ms since the scenario started).
+    #[serde(default)]
+    pub at_ms: Option<u64>,
+    #[serde(default)]
+    pub headers: Pairs,
+    #[serde(default)]
+    pub body: Option<String>,
+    /// This request's upstream answer instead of `upstream`.
+    #[serde(default)]
+    pub upstream: Option<Cluster>,
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+/// Header pairs in file order (a map, or a list of `[name, value]`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Pairs(pub Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for Pairs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Pairs;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of header names to values, or a list of [name, value]")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Pairs, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = m.next_entry::<String, String>()? {
+                    out.push((k, v));
+                }
+                Ok(Pairs(out))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<Pairs, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = s.next_element::<(String, String)>()? {
+                    out.push((k, v));
+                }
+                Ok(Pairs(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// What a request must produce; every key is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    pub upstream_reached: Option<bool>,
+    /// A value of null means "absent".
+    #[serde(default)]
+    pub upstream_headers: BTreeMap<String, Option<String>>,
+    pub upstream_cluster: Option<String>,
+    pub status: Option<u16>,
+    #[serde(default)]
+    pub response_headers: BTreeMap<String, Option<String>>,
+    pub body: Option<BodyExpect>,
+    /// Each must appear in some log line of the request.
+    #[serde(default)]
+    pub logs: Vec<String>,
+    /// Stat values after the request (`wasmcustom.` prefix optional).
+    #[serde(default)]
+    pub metrics: BTreeMap<String, i64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum BodyExpect {
+    Exact(String),
+    Contains { contains: String },
+}
+
+/// What was observed for one request, in the harness or in Envoy.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Observation {
+    pub name: String,
+    pub status: Option<u16>,
+    pub upstream_reached: bool,
+    pub upstream_cluster: Option<String>,
+    pub upstream_headers: Vec<(String, String)>,
+    pub response_headers: Vec<(String, String)>,
+    pub body: String,
+    pub logs: Vec<String>,
+    pub metrics: BTreeMap<String, i64>,
+    pub duration_ms: u64,
+}
+
+impl Observation {
+    fn header<'a>(list: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        list.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every expectation that does not hold, as "what: expected …, got …".
+    pub fn check(&self, e: &Expect) -> Vec<String> {
+        let mut fails = Vec::new();
+        if let Some(want) = e.upstream_reached {
+            if want != self.upstream_reached {
+                fails.push(format!(
+                    "upstream_reached: expected {want}, got {}",
+                    self.upstream_reached
+                ));
+            }
+        }
+        if let Some(want) = &e.upstream_cluster {
+            if self.upstream_cluster.as_ref() != Some(want) {
+                fails.push(format!(
+                    "upstream_cluster: expected {want:?}, got {:?}",
+                    self.upstream_cluster
+                ));
+            }
+        }
+        for (name, want) in &e.upstream_headers {
+            let got = Self::header(&self.upstream_headers, &name.to_ascii_lowercase());
+            if got != want.as_deref() {
+                fails.push(format!(
+                    "upstream_headers.{name}: expected {want:?}, got {got:?}"
+                ));
+            }
+        }
+        if let Some(want) = e.status {
+            if self.status != Some(want) {
+                fails.push(format!("status: expected {want}, got {:?}", self.status));
+            }
+        }
+        for (name, want) in &e.response_headers {
+            let got = Self::header(&self.response_headers, &name.to_ascii_lowercase());
+            if got != want.as_deref() {
+                fails.push(format!(
+                    "response_headers.{name}: expected {want:?}, got {got:?}"
+                ));
+            }
+        }
+        match &e.body {
+            Some(BodyExpect::Exact(want)) if *want != self.body => {
+                fails.push(format!("body: expected {want:?}, got {:?}", self.body))
+            }
+            Some(BodyExpect::Contains { contains }) if !self.body.contains(contains.as_str()) => {
+                fails.push(format!(
+                    "body: expected to contain {contains:?}, got {:?}",
+                    self.body
+                ))
+            }
+            _ => {}
+        }
+        for want in &e.logs {
+            if !self.logs.iter().any(|l| l.contains(want.as_str())) {
+                fails.push(format!(
+                    "logs: expected a line containing {want:?}, got {:?}",
+                    self.logs
+                ));
+            }
+        }
+        for (name, want) in &e.metrics {
+            let got = self.metrics.get(name).or_else(|| {
+                self.metrics
+                    .get(name.strip_prefix("wasmcustom.").unwrap_or(name))
+            });
+            if got != Some(want) {
+                fails.push(format!("metrics.{name}: expected {want}, got {got:?}"));
+            }
+        }
+        fails
+    }
+}
+
+impl Scenario {
+    /// Reads a YAML or JSON scenario.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut s: Scenario =
+            serde_yaml_ng::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        s.base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(s)
+    }
+
+    /// Replaces the chain with one filter (`--filter`/`--config`).
+    pub fn with_single_filter(&mut self, wasm: PathBuf, config: Value) {
+        self.filters = vec![FilterEntry {
+            wasm,
+            config,
+            name: None,
+            root_id: None,
+            vm_id: None,
+            failure_policy: FailurePolicy::FailClosed,
+        }];
+    }
+
+    pub fn wasm_path(&self, f: &FilterEntry) -> PathBuf {
+        if f.wasm.is_absolute() {
+            f.wasm.clone()
+        } else {
+            self.base.join(&f.wasm)
+        }
+    }
+
+    pub fn config_bytes(f: &FilterEntry) -> Vec<u8> {
+        match &f.config {
+            Value::Null => Vec::new(),
+            Value::String(s) => s.clone().into_bytes(),
+            other => other.to_string().into_bytes(),
+        }
+    }
+
+    /// The request as a client sends it (defaults: GET /, authority example.com).
+    pub fn request(entry: &RequestEntry) -> Request {
+        let mut headers = Headers::from_pairs(
+            entry
+                .headers
+                .0
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        for (k, v) in [
+            (":method", "GET"),
+            (":path", "/"),
+            (":authority", "example.com"),
+            (":scheme", "http"),
+        ] {
+            if !headers.contains(k) {
+                headers.0.insert(0, (k.into(), v.as_bytes().to_vec()));
+            }
+        }
+        let pseudo: Vec<_> = headers
+            .0
+            .iter()
+            .filter(|(k, _)| k.starts_with(':'))
+            .cloned()
+            .collect();
+        let rest: Vec<_> = headers
+            .0
+            .iter()
+            .filter(|(k, _)| !k.starts_with(':'))
+            .cloned()
+            .collect();
+        Request {
+            headers: Headers(pseudo.into_iter().chain(rest).collect()),
+            body: entry.body.clone().map(String::into_bytes),
+            trailers: None,
+        }
+    }
+
+    /// Builds the harness for this scenario.
+    pub fn harness(&self) -> Result<Harness, HarnessError> {
+        let mut h = Harness::new();
+        for (name, c) in &self.clusters {
+            h.cluster(name, c.clone());
+        }
+        for r in &self.routes {
+            h.route(&r.header, &r.value, &r.cluster);
+        }
+        h.upstream(self.upstream.clone());
+        for f in &self.filters {
+            let mut spec = FilterSpec::new(self.wasm_path(f))
+                .config(Self::config_bytes(f))
+                .failure_policy(f.failure_policy);
+            if let Some(n) = &f.name {
+                spec = spec.name(n);
+            }
+            if let Some(r) = &f.root_id {
+                spec = spec.root_id(r);
+            }
+            if let Some(v) = &f.vm_id {
+                spec = spec.vm_id(v);
+            }
+            h.add_filter(spec)?;
+        }
+        Ok(h)
+    }
+
+    /// Runs every request in the harness, in order, each at its `at_ms`.
+    pub fn run_in_harness(&self) -> Result<Vec<Observation>, HarnessError> {
+        let mut h = self.harness()?;
+        let mut out = Vec::with_capacity(self.requests.len());
+        for entry in &self.requests {
+            if let Some(at) = entry.at_ms {
+                let now = h.now_ms();
+                if at > now {
+                    h.advance(at - now);
+                }
+            }
+            h.upstream(
+                entry
+                    .upstream
+                    .clone()
+                    .unwrap_or_else(|| self.upstream.clone()),
+            );
+            let ex = h.send(Self::request(entry));
+            let text = |hs: &Headers| {
+                hs.0.iter()
+                    .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+                    .collect::<Vec<_>>()
+            };
+            out.push(Observation {
+                name: entry.name.clone(),
+                status: ex.status(),
+                upstream_reached: ex.reached_upstream(),
+                upstream_cluster: ex.upstream.as_ref().map(|u| u.cluster.clone()),
+                upstream_headers: ex
+                    .upstream
+                    .as_ref()
+                    .map(|u| text(&u.headers))
+                    .unwrap_or_default(),
+                response_headers: ex
+                    .response
+                    .as_ref()
+                    .map(|r| text(&r.headers))
+                    .unwrap_or_default(),
+                body: ex
+                    .response
+                    .as_ref()
+                    .map(|r| r.body_str())
+                    .unwrap_or_default(),
+                logs: ex.logs.iter().map(|l| l.message.clone()).collect(),
+                metrics: h.metrics(),
+                duration_ms: ex.duration_ms,
+            });
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,229 @@
+//! The `harness` command line: exit codes, output, one-filter runs, replay.
+
+mod common;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn harness(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(args)
+        .output()
+        .expect("run harness")
+}
+
+fn scenario(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn a_passing_scenario_exits_0() {
+    common::built("version_router");
+    let out = harness(&["run", &scenario("version_router.yaml")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("4 passed, 0 failed"));
+}
+
+#[test]
+fn a_failed_expectation_exits_1_with_expected_and_actual() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = common::built("version_router");
+    let s = write(dir.path(), "s.yaml", &format!(
+        "filters: [{{wasm: {}, config: {{default_version: v1}}}}]\nrequests:\n  - name: wrong\n    headers: {{end-user: jason}}\n    expect: {{upstream_headers: {{x-version: v2}}, status: 200}}\n",
+        wasm.display()
+    ));
+    let out = harness(&["run", s.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(r#"upstream_headers.x-version: expected Some("v2"), got Some("v1")"#),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn an_unloadable_filter_or_scenario_exits_2_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = write(
+        dir.path(),
+        "a.yaml",
+        "filters: [{wasm: nope.wasm}]\nrequests: [{name: x}]\n",
+    );
+    let out = harness(&["run", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("nope.wasm"), "{}", text(&out));
+
+    let bad = write(dir.path(), "b.yaml", "requests: [{name: x, expekt: {}}]\n");
+    let out = harness(&["run", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("expekt"), "{}", text(&out));
+
+    let wasm = common::built("version_router");
+    let rejected = write(
+        dir.path(),
+        "c.yaml",
+        &format!(
+            "filters: [{{wasm: {}, config: {{routes: []}}}}]\nrequests: [{{name: x}}]\n",
+            wasm.display()
+        ),
+    );
+    let out = harness(&["run", rejected.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("default_version"), "{}", text(&out));
+}
+
+#[test]
+fn an_abi_0_1_0_module_or_a_missing_import_is_reported_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = write(
+        dir.path(),
+        "old.wat",
+        r#"(module (memory (export "memory") 1) (func (export "proxy_abi_version_0_1_0")) (func (export "malloc") (param i32) (result i32) i32.const 0))"#,
+    );
+    let s = write(
+        dir.path(),
+        "s.yaml",
+        &format!(
+            "filters: [{{wasm: {}}}]\nrequests: [{{name: x}}]\n",
+            old.display()
+        ),
+    );
+    let out = harness(&["run", s.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("ABI 0.1.0"), "{}", text(&out));
+
+    let odd = write(
+        dir.path(),
+        "odd.wat",
+        r#"(module (import "env" "proxy_teleport" (func (param i32) (result i32))) (memory (export "memory") 1) (func (export "proxy_abi_version_0_2_1")) (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 0))"#,
+    );
+    let s = write(
+        dir.path(),
+        "t.yaml",
+        &format!(
+            "filters: [{{wasm: {}}}]\nrequests: [{{name: x}}]\n",
+            odd.display()
+        ),
+    );
+    let out = harness(&["run", s.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("env.proxy_teleport"), "{}", text(&out));
+}
+
+#[test]
+fn json_output_has_one_object_per_request() {
+    common::built("version_router");
+    let out = harness(&["run", &scenario("version_router.yaml"), "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[1]["name"], "jason sees v2");
+    assert_eq!(lines[1]["upstream_cluster"], "v2");
+    assert!(lines[1]["upstream_headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|h| h[0] == "x-version" && h[1] == "v2"));
+}
+
+#[test]
+fn filter_and_config_flags_replace_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "c.json", r#"{"default_version": "v2"}"#);
+    let s = write(
+        dir.path(),
+        "s.yaml",
+        "requests:\n  - name: all to v2\n    expect: {upstream_headers: {x-version: v2}}\n",
+    );
+    let wasm = common::built("version_router");
+    let out = harness(&[
+        "run",
+        s.to_str().unwrap(),
+        "--filter",
+        wasm.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[test]
+fn replay_reports_the_distribution() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "c.json",
+        r#"{"default_version": "v1", "routes": [{"split": [{"version": "v1", "weight": 3}, {"version": "v2", "weight": 1}], "sticky": {"header": "x-user-id"}}]}"#,
+    );
+    let wasm = common::built("version_router");
+    let out = harness(&[
+        "replay",
+        "--filter",
+        wasm.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--count",
+        "4000",
+        "--by",
+        "x-version",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let share = |v: &str| -> f64 {
+        let line = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with(v))
+            .unwrap_or_else(|| panic!("no {v} row"))
+            .to_owned();
+        line.split_whitespace()
+            .nth(2)
+            .unwrap()
+            .trim_end_matches('%')
+            .parse()
+            .unwrap()
+    };
+    assert!((share("v2") - 25.0).abs() < 2.5, "v2 {}", share("v2"));
+
+    let jsonl = write(
+        dir.path(),
+        "r.jsonl",
+        "{\"headers\": {\"x-user-id\": \"a\"}}\n{\"headers\": {\"x-user-id\": \"a\"}}\n",
+    );
+    let out = harness(&[
+        "replay",
+        "--filter",
+        wasm.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--requests",
+        jsonl.to_str().unwrap(),
+        "--by",
+        "x-version",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains(" 2 ") && l.contains("100.00%")),
+        "{stdout}"
+    );
+}
