@@ -11,7 +11,7 @@ FILTERS       := version_router
 FIXTURES      := sdk_hello_world sdk_http_headers sdk_http_auth_random sdk_http_body sdk_http_config
 CARGO         ?= cargo
 
-.PHONY: all setup build test lint unit e2e demo clean sizes
+.PHONY: all setup build test lint demo bench clean sizes
 
 all: build
 
@@ -47,6 +47,10 @@ test: setup build lint
 ## demo: Envoy with the router before v1 and v2; sample requests; stops everything
 demo: setup build
 	$(CARGO) run --quiet --release -p switchyard-tests --bin demo
+
+## bench: criterion benchmarks (harness vs native decisions)
+bench: setup build
+	$(CARGO) bench -p switchyard-harness --bench router
 
 clean:
 	$(CARGO) clean

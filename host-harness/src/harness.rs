@@ -501,7 +501,17 @@ impl Harness {
                 _ => break,
             }
         }
-        self.exchange(id).expect("stream exists")
+        let exchange = self.exchange(id).expect("stream exists");
+        // A sent request is over for the caller: keep nothing of it.
+        self.runs.remove(&id);
+        exchange
+    }
+
+    /// Forgets a finished stream started with [`Harness::start`].
+    pub fn forget(&mut self, id: StreamId) {
+        if self.is_done(id) {
+            self.runs.remove(&id);
+        }
     }
 
     /// Starts a stream without waiting for it (for interleaved streams).
@@ -1121,14 +1131,19 @@ impl Harness {
             .take()
             .flatten()
             .unwrap_or_else(|| Response::new(503));
-        let mut headers = response.headers.clone();
+        let Response {
+            mut headers,
+            body,
+            trailers,
+            ..
+        } = response;
         headers.add("x-envoy-upstream-service-time", b"0");
         {
             let mut streams = self.streams.borrow_mut();
             let s = streams.get_mut(&id).expect("maps");
             s.response_headers = Some(headers);
-            s.response_body = response.body.clone();
-            s.response_trailers = response.trailers.clone();
+            s.response_body = body;
+            s.response_trailers = trailers;
         }
         let last = self.filters.len().saturating_sub(1);
         self.runs.get_mut(&id).expect("run").phase = Phase::Response {
@@ -1237,7 +1252,12 @@ fn call_due_ns(w: &World, c: &HttpCall) -> u64 {
 }
 
 fn uuid(r: &[u8; 16]) -> String {
-    let h: String = r.iter().map(|b| format!("{b:02x}")).collect();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut h = String::with_capacity(32);
+    for b in r {
+        h.push(HEX[usize::from(b >> 4)] as char);
+        h.push(HEX[usize::from(b & 15)] as char);
+    }
     format!(
         "{}-{}-4{}-a{}-{}",
         &h[0..8],

@@ -117,7 +117,8 @@ pub(crate) struct Exports {
 
 pub(crate) struct Vm {
     pub store: Store<Host>,
-    pub exports: Exports,
+    /// Shared so that taking a handle per callback is a refcount, not 15 `TypedFunc` clones.
+    pub exports: Rc<Exports>,
     pub abi: AbiVersion,
     pub next_context: u32,
     /// Set once a callback trapped: the VM is dead, as in Envoy.
@@ -267,7 +268,7 @@ impl Vm {
         }
         Ok(Self {
             store,
-            exports,
+            exports: Rc::new(exports),
             abi,
             next_context: 1,
             failed: None,
