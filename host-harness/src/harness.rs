@@ -519,7 +519,7 @@ impl Harness {
         let id = self.next_stream;
         self.next_stream += 1;
         let now = self.world.borrow().now_ns;
-        let mut headers = request.headers.clone();
+        let mut headers = envoy_order(&request.headers);
         // What Envoy's connection manager adds before any filter runs.
         if !headers.contains("x-forwarded-proto") {
             headers.add("x-forwarded-proto", b"http");
@@ -1161,10 +1161,11 @@ impl Harness {
     fn local_reply(&mut self, id: StreamId, filter: usize, response: Response, details: String) {
         let mut headers = response.headers.clone();
         if !response.body.is_empty() {
+            // Envoy's local reply: content-length, then content-type.
+            headers.replace("content-length", response.body.len().to_string().as_bytes());
             if !headers.contains("content-type") {
                 headers.add("content-type", b"text/plain");
             }
-            headers.replace("content-length", response.body.len().to_string().as_bytes());
         }
         {
             let mut streams = self.streams.borrow_mut();
@@ -1239,6 +1240,24 @@ impl Default for Harness {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Envoy's HTTP/1 codec hands filters `:authority`, `:path`, `:method`,
+/// `:scheme` first, in that order, whatever order the client used.
+fn envoy_order(h: &Headers) -> Headers {
+    const PSEUDO: [&str; 4] = [":authority", ":path", ":method", ":scheme"];
+    let mut out = Headers(Vec::with_capacity(h.len() + 2));
+    for p in PSEUDO {
+        if let Some(v) = h.get(p) {
+            out.0.push((p.to_owned(), v.to_vec()));
+        }
+    }
+    out.0.extend(
+        h.0.iter()
+            .filter(|(k, _)| !PSEUDO.contains(&k.as_str()))
+            .cloned(),
+    );
+    out
 }
 
 fn call_due_ns(w: &World, c: &HttpCall) -> u64 {

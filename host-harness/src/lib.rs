@@ -8,6 +8,7 @@
 //! in parallel.
 
 pub mod abi;
+pub mod envoy;
 mod foreign;
 mod harness;
 pub mod model;

@@ -299,6 +299,11 @@ impl Cluster {
         for (k, v) in &self.headers {
             r.headers.add(&k.to_ascii_lowercase(), v.as_bytes());
         }
+        // A real upstream frames its body.
+        if !r.headers.contains("content-length") && !r.headers.contains("transfer-encoding") {
+            r.headers
+                .add("content-length", self.body.len().to_string().as_bytes());
+        }
         r.body = self.body.as_bytes().to_vec();
         Some(r)
     }

@@ -39,7 +39,12 @@ enum Command {
         /// Print one JSON object per request with everything observed.
         #[arg(long)]
         json: bool,
+        /// Run it through real Envoy instead ($ENVOY, else `envoy` on the PATH).
+        #[arg(long)]
+        envoy: bool,
     },
+    /// Run a scenario in the harness and in real Envoy and report every difference.
+    Diff { scenario: PathBuf },
     /// Send many requests through a filter and report the outcome distribution.
     Replay {
         #[arg(long)]
@@ -65,7 +70,9 @@ fn main() -> ExitCode {
             filter,
             config,
             json,
-        } => run(scenario, filter, config, json),
+            envoy,
+        } => run(scenario, filter, config, json, envoy),
+        Command::Diff { scenario } => diff(scenario),
         Command::Replay {
             filter,
             config,
@@ -84,7 +91,13 @@ fn read_config(path: Option<PathBuf>) -> Result<Value, String> {
     Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
-fn run(path: PathBuf, filter: Option<PathBuf>, config: Option<PathBuf>, json: bool) -> ExitCode {
+fn run(
+    path: PathBuf,
+    filter: Option<PathBuf>,
+    config: Option<PathBuf>,
+    json: bool,
+    envoy: bool,
+) -> ExitCode {
     let loaded = Scenario::load(&path).and_then(|mut s| {
         if let Some(f) = filter {
             s.with_single_filter(f, read_config(config)?);
@@ -98,14 +111,54 @@ fn run(path: PathBuf, filter: Option<PathBuf>, config: Option<PathBuf>, json: bo
             return ExitCode::from(2);
         }
     };
-    let observations = match scenario.run_in_harness() {
-        Ok(o) => o,
+    let observations = if envoy {
+        switchyard_harness::envoy::run(&scenario)
+    } else {
+        scenario.run_in_harness().map_err(|e| e.to_string())
+    };
+    match observations {
+        Ok(o) => report(&scenario, &o, json),
+        Err(e) => {
+            eprintln!("harness: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn diff(path: PathBuf) -> ExitCode {
+    let scenario = match Scenario::load(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("harness: cannot load scenario: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let both = scenario
+        .run_in_harness()
+        .map_err(|e| e.to_string())
+        .and_then(|h| Ok((h, switchyard_harness::envoy::run(&scenario)?)));
+    let (harness, envoy) = match both {
+        Ok(b) => b,
         Err(e) => {
             eprintln!("harness: {e}");
             return ExitCode::from(2);
         }
     };
-    report(&scenario, &observations, json)
+    let differences = switchyard_harness::envoy::differences(&harness, &envoy);
+    for d in &differences {
+        println!("DIFF  {d}");
+    }
+    println!(
+        "{} requests, {} differences (ignoring {})",
+        harness.len(),
+        differences.len(),
+        switchyard_harness::envoy::VOLATILE_HEADERS.join(", ")
+    );
+    if differences.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 /// Prints each request's result; the exit code says whether all held.

@@ -1,0 +1,579 @@
+//! Runs a scenario through real Envoy: a generated bootstrap with the same
+//! chain, real upstream servers that answer as the scenario's clusters and
+//! record what they received, and a raw HTTP/1.1 client that sends exactly
+//! the scenario's headers. The result is the same [`Observation`]s the
+//! harness produces, so `diff` can compare the two.
+
+use crate::model::Cluster;
+use crate::scenario::{Observation, Scenario};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The Envoy binary: `$ENVOY`, else `envoy` on the `PATH`.
+pub fn envoy_binary() -> PathBuf {
+    std::env::var_os("ENVOY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("envoy"))
+}
+
+/// A request as an upstream server received it.
+#[derive(Debug, Clone)]
+struct Seen {
+    cluster: String,
+    headers: Vec<(String, String)>,
+}
+
+/// One real upstream per cluster: answers as configured, records requests.
+struct Upstream {
+    server: Arc<tiny_http::Server>,
+    answer: Arc<Mutex<Cluster>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Upstream {
+    fn start(
+        name: &str,
+        cluster: Cluster,
+        seen: Arc<Mutex<Vec<Seen>>>,
+    ) -> Result<(Self, u16), String> {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").map_err(|e| e.to_string())?);
+        let port = server
+            .server_addr()
+            .to_ip()
+            .map(|a| a.port())
+            .ok_or("no port")?;
+        let answer = Arc::new(Mutex::new(cluster));
+        let (s, a, n) = (server.clone(), answer.clone(), name.to_owned());
+        let thread = std::thread::spawn(move || {
+            while let Ok(req) = s.recv() {
+                let mut headers = vec![
+                    (":method".to_owned(), req.method().as_str().to_owned()),
+                    (":path".to_owned(), req.url().to_owned()),
+                ];
+                for h in req.headers() {
+                    let k = h.field.as_str().as_str().to_ascii_lowercase();
+                    headers.push((
+                        if k == "host" { ":authority".into() } else { k },
+                        h.value.as_str().to_owned(),
+                    ));
+                }
+                seen.lock().expect("lock").push(Seen {
+                    cluster: n.clone(),
+                    headers,
+                });
+                let c = a.lock().expect("lock").clone();
+                if c.delay_ms > 0 {
+                    std::thread::sleep(Duration::from_millis(c.delay_ms));
+                }
+                if c.reset {
+                    // Dropping the writer without a response closes the connection.
+                    drop(req.into_writer());
+                    continue;
+                }
+                let hs = c
+                    .headers
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).ok()
+                    })
+                    .collect();
+                let body = c.body.into_bytes();
+                let len = body.len();
+                let _ = req.respond(tiny_http::Response::new(
+                    tiny_http::StatusCode(c.status),
+                    hs,
+                    &body[..],
+                    Some(len),
+                    None,
+                ));
+            }
+        });
+        Ok((
+            Self {
+                server,
+                answer,
+                thread: Some(thread),
+            },
+            port,
+        ))
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct EnvoyProcess {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    _dir: tempfile_dir::Dir,
+}
+
+impl Drop for EnvoyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A scratch directory removed on drop (std only).
+mod tempfile_dir {
+    pub struct Dir(pub std::path::PathBuf);
+    impl Dir {
+        pub fn new() -> std::io::Result<Self> {
+            let p = std::env::temp_dir().join(format!(
+                "harness-envoy-{}-{}",
+                std::process::id(),
+                super::unique()
+            ));
+            std::fs::create_dir_all(&p)?;
+            Ok(Self(p))
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+fn cluster_json(name: &str, port: u16) -> Value {
+    json!({
+        "name": name, "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}
+    })
+}
+
+/// The bootstrap Envoy runs the scenario with.
+fn bootstrap(s: &Scenario, listener: u16, admin: u16, ports: &BTreeMap<String, u16>) -> Value {
+    let mut routes: Vec<Value> = s
+        .routes
+        .iter()
+        .map(|r| json!({"match": {"prefix": "/", "headers": [{"name": r.header, "string_match": {"exact": r.value}}]}, "route": {"cluster": r.cluster}}))
+        .collect();
+    routes.push(json!({"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}));
+    let mut filters: Vec<Value> = s
+        .filters
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let path = s.wasm_path(f);
+            let name = f.name.clone().unwrap_or_else(|| path.file_stem().map(|x| x.to_string_lossy().into_owned()).unwrap_or_default());
+            let config = String::from_utf8_lossy(&Scenario::config_bytes(f)).into_owned();
+            let policy = match f.failure_policy {
+                crate::FailurePolicy::FailClosed => "FAIL_CLOSED",
+                crate::FailurePolicy::FailOpen => "FAIL_OPEN",
+            };
+            json!({
+                "name": format!("harness.filter{i}"),
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                    "config": {
+                        "name": name,
+                        "root_id": f.root_id.clone().unwrap_or_else(|| name.clone()),
+                        "failure_policy": policy,
+                        "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": config},
+                        "vm_config": {"vm_id": f.vm_id.clone().unwrap_or_else(|| name.clone()), "runtime": "envoy.wasm.runtime.v8",
+                                      "code": {"local": {"filename": path.canonicalize().unwrap_or(path).to_string_lossy()}}}
+                    }
+                }
+            })
+        })
+        .collect();
+    filters.push(json!({"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}));
+    json!({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {
+            "listeners": [{"name": "harness", "address": {"socket_address": {"address": "127.0.0.1", "port_value": listener}},
+                "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": "harness",
+                    "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]},
+                    "http_filters": filters}}]}]}],
+            "clusters": ports.iter().map(|(n, p)| cluster_json(n, *p)).collect::<Vec<_>>()
+        }
+    })
+}
+
+/// Status, headers and body as a client received them.
+type RawResponse = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// A minimal HTTP/1.1 exchange on a fresh connection: the request exactly as given.
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Result<RawResponse, String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(|e| e.to_string())?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() {
+        head.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
+    head.push_str("connection: close\r\n\r\n");
+    stream
+        .write_all(head.as_bytes())
+        .map_err(|e| e.to_string())?;
+    stream.write_all(body).map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).map_err(|e| e.to_string())?;
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line {line:?}"))?;
+    let mut out = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).map_err(|e| e.to_string())?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            out.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+        }
+    }
+    let chunked = out
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            line.clear();
+            reader.read_line(&mut line).map_err(|e| e.to_string())?;
+            let size = usize::from_str_radix(line.trim(), 16).unwrap_or(0);
+            if size == 0 {
+                break;
+            }
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk).map_err(|e| e.to_string())?;
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else {
+        let _ = reader.read_to_end(&mut body);
+    }
+    Ok((status, out, body))
+}
+
+fn wasm_metrics(admin: u16) -> BTreeMap<String, i64> {
+    let Ok((_, _, body)) = http(
+        admin,
+        "GET",
+        "/stats?format=json&filter=wasmcustom",
+        &[("host".into(), "admin".into())],
+        b"",
+    ) else {
+        return BTreeMap::new();
+    };
+    let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+    v["stats"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| {
+            Some((
+                s["name"].as_str()?.strip_prefix("wasmcustom.")?.to_owned(),
+                s["value"].as_i64()?,
+            ))
+        })
+        .collect()
+}
+
+/// Wasm log messages in Envoy's log: `... wasm log <plugin> <root> <vm>: message`.
+fn wasm_logs(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut in_wasm_message = false;
+    for line in text.lines() {
+        if let Some(i) = line.find(" wasm log ") {
+            let rest = &line[i + 10..];
+            in_wasm_message = false;
+            if let Some(j) = rest.find(": ") {
+                out.push(rest[j + 2..].to_owned());
+                in_wasm_message = true;
+            }
+        } else if line.starts_with('[') {
+            in_wasm_message = false;
+        } else if in_wasm_message {
+            // A multi-line message continues without Envoy's prefix.
+            if let Some(last) = out.last_mut() {
+                last.push('\n');
+                last.push_str(line);
+            }
+        }
+    }
+    out
+}
+
+/// Runs every request of `s` through real Envoy ([`envoy_binary`]), in order.
+pub fn run(s: &Scenario) -> Result<Vec<Observation>, String> {
+    run_with(s, &envoy_binary())
+}
+
+/// Runs every request of `s` through the given Envoy binary, in order.
+pub fn run_with(s: &Scenario, envoy_bin: &std::path::Path) -> Result<Vec<Observation>, String> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut servers = BTreeMap::new();
+    let mut ports = BTreeMap::new();
+    let mut all = s.clusters.clone();
+    all.insert("upstream".into(), s.upstream.clone());
+    for (name, c) in &all {
+        let (u, port) = Upstream::start(name, c.clone(), seen.clone())?;
+        servers.insert(name.clone(), u);
+        ports.insert(name.clone(), port);
+    }
+    let (listener, admin) = (free_port()?, free_port()?);
+    let dir = tempfile_dir::Dir::new().map_err(|e| e.to_string())?;
+    let config = dir.0.join("bootstrap.json");
+    std::fs::write(&config, bootstrap(s, listener, admin, &ports).to_string())
+        .map_err(|e| e.to_string())?;
+    let mut child = Command::new(envoy_bin)
+        .arg("-c")
+        .arg(&config)
+        .args([
+            "--concurrency",
+            "1",
+            "--disable-hot-restart",
+            "--log-level",
+            "warn",
+            "--component-log-level",
+            "wasm:trace",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "cannot start Envoy ({}): {e}; set ENVOY",
+                envoy_bin.display()
+            )
+        })?;
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut l = sink.lock().expect("lock");
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    let mut envoy = EnvoyProcess {
+        child,
+        log,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(Some(status)) = envoy.child.try_wait() {
+            std::thread::sleep(Duration::from_millis(200));
+            return Err(format!(
+                "Envoy exited with {status}:\n{}",
+                envoy.log.lock().expect("lock")
+            ));
+        }
+        if http(
+            admin,
+            "GET",
+            "/ready",
+            &[("host".into(), "admin".into())],
+            b"",
+        )
+        .is_ok_and(|(s, _, _)| s == 200)
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "Envoy not ready:\n{}",
+                envoy.log.lock().expect("lock")
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut out = Vec::new();
+    let started = Instant::now();
+    for entry in &s.requests {
+        if let Some(at) = entry.at_ms {
+            let elapsed = started.elapsed().as_millis() as u64;
+            if at > elapsed {
+                std::thread::sleep(Duration::from_millis(at - elapsed));
+            }
+        }
+        *servers["upstream"].answer.lock().expect("lock") =
+            entry.upstream.clone().unwrap_or_else(|| s.upstream.clone());
+        let req = Scenario::request(entry);
+        let get = |k: &str| req.headers.get_str(k).unwrap_or_default();
+        let headers: Vec<(String, String)> =
+            std::iter::once(("host".to_owned(), get(":authority")))
+                .chain(
+                    req.headers
+                        .0
+                        .iter()
+                        .filter(|(k, _)| !k.starts_with(':'))
+                        .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned())),
+                )
+                .collect();
+        let (log_mark, seen_mark) = (
+            envoy.log.lock().expect("lock").len(),
+            seen.lock().expect("lock").len(),
+        );
+        let t0 = Instant::now();
+        let result = http(
+            listener,
+            &get(":method"),
+            &get(":path"),
+            &headers,
+            req.body.as_deref().unwrap_or_default(),
+        );
+        let duration_ms = t0.elapsed().as_millis() as u64;
+        std::thread::sleep(Duration::from_millis(100)); // let on_log's lines reach the log
+        let (status, response_headers, body) = match result {
+            Ok((s, h, b)) => (Some(s), h, String::from_utf8_lossy(&b).into_owned()),
+            Err(_) => (None, Vec::new(), String::new()),
+        };
+        // The routed request carries Envoy's x-request-id; a filter's own HTTP calls do not.
+        let upstream = seen.lock().expect("lock")[seen_mark..]
+            .iter()
+            .find(|r| r.headers.iter().any(|(k, _)| k == "x-request-id"))
+            .cloned();
+        let logs = wasm_logs(&envoy.log.lock().expect("lock")[log_mark..]);
+        out.push(Observation {
+            name: entry.name.clone(),
+            status,
+            upstream_reached: upstream.is_some(),
+            upstream_cluster: upstream.as_ref().map(|u| u.cluster.clone()),
+            upstream_headers: upstream.map(|u| u.headers).unwrap_or_default(),
+            response_headers,
+            body,
+            logs,
+            metrics: wasm_metrics(admin),
+            duration_ms,
+        });
+    }
+    Ok(out)
+}
+
+/// Headers that differ between any two runs or transports, not by filter behaviour.
+pub const VOLATILE_HEADERS: &[&str] = &[
+    ":scheme",
+    "date",
+    "server",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "x-request-id",
+    "x-envoy-upstream-service-time",
+    "content-type",
+];
+
+/// Every difference between a harness run and an Envoy run.
+pub fn differences(harness: &[Observation], envoy: &[Observation]) -> Vec<String> {
+    let mut out = Vec::new();
+    let keep = |h: &[(String, String)]| -> BTreeMap<String, String> {
+        h.iter()
+            .filter(|(k, _)| !VOLATILE_HEADERS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    for (h, e) in harness.iter().zip(envoy) {
+        let mut d = |what: &str, a: String, b: String| {
+            if a != b {
+                out.push(format!("{}: {what}: harness {a}, envoy {b}", h.name));
+            }
+        };
+        d(
+            "status",
+            format!("{:?}", h.status),
+            format!("{:?}", e.status),
+        );
+        d(
+            "upstream_reached",
+            h.upstream_reached.to_string(),
+            e.upstream_reached.to_string(),
+        );
+        d(
+            "upstream_cluster",
+            format!("{:?}", h.upstream_cluster),
+            format!("{:?}", e.upstream_cluster),
+        );
+        d(
+            "upstream_headers",
+            format!("{:?}", keep(&h.upstream_headers)),
+            format!("{:?}", keep(&e.upstream_headers)),
+        );
+        // A client sees `:status` as the status line, compared above.
+        let no_pseudo = |x: &[(String, String)]| -> Vec<(String, String)> {
+            x.iter()
+                .filter(|(k, _)| !k.starts_with(':'))
+                .cloned()
+                .collect()
+        };
+        d(
+            "response_headers",
+            format!("{:?}", keep(&no_pseudo(&h.response_headers))),
+            format!("{:?}", keep(&no_pseudo(&e.response_headers))),
+        );
+        d("body", format!("{:?}", h.body), format!("{:?}", e.body));
+        // Log lines that print a volatile header say nothing about the filter.
+        let steady = |logs: &[String]| -> Vec<String> {
+            logs.iter()
+                .filter(|l| {
+                    !VOLATILE_HEADERS
+                        .iter()
+                        .any(|v| l.contains(&format!("{v}: ")))
+                })
+                .cloned()
+                .collect()
+        };
+        d(
+            "logs",
+            format!("{:?}", steady(&h.logs)),
+            format!("{:?}", steady(&e.logs)),
+        );
+        d(
+            "metrics",
+            format!("{:?}", h.metrics),
+            format!("{:?}", e.metrics),
+        );
+    }
+    if harness.len() != envoy.len() {
+        out.push(format!(
+            "request count: harness {}, envoy {}",
+            harness.len(),
+            envoy.len()
+        ));
+    }
+    out
+}
