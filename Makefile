@@ -8,7 +8,7 @@ WASM_TARGET   := wasm32-wasip1
 WASM_DIR      := target/$(WASM_TARGET)/release
 FILTERS       := version_router
 # The SDK's published examples, built as harness fidelity fixtures.
-FIXTURES      := sdk_hello_world sdk_http_headers sdk_http_auth_random sdk_http_body sdk_http_config
+FIXTURES      := sdk_hello_world sdk_http_headers sdk_http_auth_random sdk_http_body sdk_http_config abi_probe
 CARGO         ?= cargo
 
 .PHONY: all setup build test lint demo bench clean sizes

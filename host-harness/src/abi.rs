@@ -69,6 +69,7 @@ fn with_map<R>(h: &Host, map: i32, f: impl FnOnce(&mut Headers) -> R) -> Result<
     let mut streams = h.streams.borrow_mut();
     let s = streams.get_mut(&stream).ok_or(BAD_ARGUMENT)?;
     let m = match map {
+        MAP_REQUEST_HEADERS | MAP_REQUEST_TRAILERS if s.request_done => None,
         MAP_REQUEST_HEADERS => s.request_headers.as_mut(),
         MAP_REQUEST_TRAILERS => s.request_trailers.as_mut(),
         MAP_RESPONSE_HEADERS => s.response_headers.as_mut(),

@@ -458,6 +458,8 @@ impl Harness {
             .borrow()
             .metrics
             .iter()
+            // As Envoy's stats values: histograms are reported apart.
+            .filter(|m| m.kind != crate::world::MetricKind::Histogram)
             .map(|m| (m.name.clone(), m.value))
             .collect()
     }
@@ -501,6 +503,8 @@ impl Harness {
                 _ => break,
             }
         }
+        // Posted events (queue notifications) run once this stream's work returns.
+        self.deliver_queue_notifications();
         let exchange = self.exchange(id).expect("stream exists");
         // A sent request is over for the caller: keep nothing of it.
         self.runs.remove(&id);
@@ -516,6 +520,7 @@ impl Harness {
 
     /// Starts a stream without waiting for it (for interleaved streams).
     pub fn start(&mut self, request: Request) -> StreamId {
+        self.deliver_queue_notifications();
         let id = self.next_stream;
         self.next_stream += 1;
         let now = self.world.borrow().now_ns;
@@ -1144,6 +1149,7 @@ impl Harness {
             s.response_headers = Some(headers);
             s.response_body = body;
             s.response_trailers = trailers;
+            s.request_done = true;
         }
         let last = self.filters.len().saturating_sub(1);
         self.runs.get_mut(&id).expect("run").phase = Phase::Response {
@@ -1173,6 +1179,7 @@ impl Harness {
             s.response_headers = Some(headers);
             s.response_body = response.body.clone();
             s.response_trailers = None;
+            s.request_done = true;
         }
         let run = self.runs.get_mut(&id).expect("run");
         run.local_reply = Some((filter, details));

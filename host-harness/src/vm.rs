@@ -33,6 +33,9 @@ pub(crate) struct StreamMaps {
     pub continue_request: bool,
     pub continue_response: bool,
     pub reset: bool,
+    /// Set once the response phase starts: Envoy then answers BadArgument for
+    /// the request's header and trailer maps.
+    pub request_done: bool,
     /// Properties a filter set on this stream (Envoy filter state).
     pub properties: std::collections::BTreeMap<String, Vec<u8>>,
     /// Where the client came from, for `source.*` properties.

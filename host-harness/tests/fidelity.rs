@@ -73,6 +73,11 @@ fn fail_closed_after_a_trap_matches_envoy() {
 }
 
 #[test]
+fn abi_statuses_match_envoy() {
+    check("abi_probe.yaml");
+}
+
+#[test]
 fn every_scenario_file_is_checked_here() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
     let mut names: Vec<String> = std::fs::read_dir(dir)
