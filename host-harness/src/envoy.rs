@@ -15,11 +15,18 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The Envoy binary: `$ENVOY`, else `envoy` on the `PATH`.
+/// The Envoy binary: `$ENVOY`, else `.venv/bin/envoy` under the current
+/// directory (where `make setup` installs it), else `envoy` on the `PATH`.
 pub fn envoy_binary() -> PathBuf {
-    std::env::var_os("ENVOY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("envoy"))
+    if let Some(p) = std::env::var_os("ENVOY") {
+        return PathBuf::from(p);
+    }
+    let local = PathBuf::from(".venv/bin/envoy");
+    if local.exists() {
+        local
+    } else {
+        PathBuf::from("envoy")
+    }
 }
 
 /// A request as an upstream server received it.
