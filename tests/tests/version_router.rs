@@ -16,17 +16,23 @@ struct Setup {
 /// bootstrap's own example configuration when `None`), before v1 and v2.
 fn setup(config: Option<Value>) -> Setup {
     let (v1, v2) = (Backend::start("v1"), Backend::start("v2"));
-    let mut b = Bootstrap::load(&paths::envoy_config("version-router.yaml"));
-    b.set_cluster_port("v1", v1.port)
-        .set_cluster_port("v2", v2.port);
-    if let Some(c) = config {
-        b.set_filter_config("switchyard.version_router", &c);
-    }
+    let b = bootstrap(config.as_ref(), &v1, &v2);
     Setup {
         envoy: Envoy::start(&b),
         v1,
         v2,
     }
+}
+
+/// The checked-in bootstrap pointed at `v1` and `v2`, with `config` if given.
+fn bootstrap(config: Option<&Value>, v1: &Backend, v2: &Backend) -> Bootstrap {
+    let mut b = Bootstrap::load(&paths::envoy_config("version-router.yaml"));
+    b.set_cluster_port("v1", v1.port)
+        .set_cluster_port("v2", v2.port);
+    if let Some(c) = config {
+        b.set_filter_config("switchyard.version_router", c);
+    }
+    b
 }
 
 /// Sends GET `path` with `headers`; returns (status, version that answered per
@@ -265,11 +271,7 @@ fn bad_configuration_is_rejected_with_the_field_named() {
     ];
     for (config, expected) in cases {
         let (v1, v2) = (Backend::start("v1"), Backend::start("v2"));
-        let mut b = Bootstrap::load(&paths::envoy_config("version-router.yaml"));
-        b.set_cluster_port("v1", v1.port)
-            .set_cluster_port("v2", v2.port);
-        b.set_filter_config("switchyard.version_router", &config);
-        let log = match Envoy::try_start(&b) {
+        let log = match Envoy::try_start(&bootstrap(Some(&config), &v1, &v2)) {
             Ok(envoy) => panic!("Envoy accepted {config}:\n{}", envoy.logs()),
             Err(log) => log,
         };
