@@ -508,11 +508,15 @@ pub const VOLATILE_HEADERS: &[&str] = &[
 /// Every difference between a harness run and an Envoy run.
 pub fn differences(harness: &[Observation], envoy: &[Observation]) -> Vec<String> {
     let mut out = Vec::new();
-    let keep = |h: &[(String, String)]| -> BTreeMap<String, String> {
-        h.iter()
+    // A sorted multiset: repeated headers count, transport order does not.
+    let keep = |h: &[(String, String)]| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = h
+            .iter()
             .filter(|(k, _)| !VOLATILE_HEADERS.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+            .cloned()
+            .collect();
+        v.sort();
+        v
     };
     for (h, e) in harness.iter().zip(envoy) {
         let mut d = |what: &str, a: String, b: String| {

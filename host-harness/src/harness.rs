@@ -4,7 +4,7 @@
 use crate::abi;
 use crate::model::{Cluster, Headers, LogEntry, Request, Response};
 use crate::vm::{
-    check_module, engine, AbiVersion, CallResponse, Ctx, Host, StreamMaps, Vm, VmSpec,
+    check_module, engine, AbiVersion, CallResponse, Ctx, Host, PluginInfo, StreamMaps, Vm, VmSpec,
 };
 use crate::world::{HttpCall, TraceEntry, World};
 use std::cell::RefCell;
@@ -212,7 +212,8 @@ struct StreamRun {
 
 struct Filter {
     spec: FilterSpec,
-    vm: Vm,
+    /// Shared by every filter whose plugin runs in the same VM.
+    vm: Rc<RefCell<Vm>>,
     root: u32,
     tick_period_ms: u64,
     next_tick_ns: Option<u64>,
@@ -294,29 +295,58 @@ impl Harness {
             }
         };
         let index = self.filters.len();
-        let vm_spec = VmSpec {
-            module: &module,
-            linker: &self.linker,
-            plugin_name: spec.name.clone(),
-            root_id: spec.root_id.clone(),
-            vm_id: spec.vm_id.clone(),
-            configuration: spec.configuration.clone(),
-            vm_configuration: spec.vm_configuration.clone(),
-            env: spec.env.clone(),
-            memory_limit: self.memory_limit,
-            fuel: self.fuel,
+        // Envoy runs plugins with the same vm_id, code and VM configuration in one VM.
+        let shared = self
+            .filters
+            .iter()
+            .find(|f| {
+                f.spec.wasm == spec.wasm
+                    && f.spec.vm_id == spec.vm_id
+                    && f.spec.vm_configuration == spec.vm_configuration
+            })
+            .map(|f| f.vm.clone());
+        let vm = match shared {
+            Some(vm) => vm,
+            None => {
+                let vm_spec = VmSpec {
+                    module: &module,
+                    linker: &self.linker,
+                    plugin_name: spec.name.clone(),
+                    root_id: spec.root_id.clone(),
+                    vm_id: spec.vm_id.clone(),
+                    configuration: spec.configuration.clone(),
+                    vm_configuration: spec.vm_configuration.clone(),
+                    env: spec.env.clone(),
+                    memory_limit: self.memory_limit,
+                    fuel: self.fuel,
+                };
+                let vm = Vm::instantiate(
+                    &self.engine,
+                    vm_spec,
+                    abi,
+                    self.world.clone(),
+                    self.streams.clone(),
+                    index,
+                )
+                .map_err(|e| HarnessError::Load(format!("{}: {e:#}", spec.wasm.display())))?;
+                Rc::new(RefCell::new(vm))
+            }
         };
-        let mut vm = Vm::instantiate(
-            &self.engine,
-            vm_spec,
-            abi,
-            self.world.clone(),
-            self.streams.clone(),
-            index,
-        )
-        .map_err(|e| HarnessError::Load(format!("{}: {e:#}", spec.wasm.display())))?;
-        let root = vm.new_context(Ctx::Root);
-        vm.store.data_mut().root_context = root;
+        let handle = vm.clone();
+        let mut vm = vm.borrow_mut();
+        let root = vm.new_context(Ctx::Root, None);
+        vm.add_plugin(
+            root,
+            PluginInfo {
+                name: spec.name.clone(),
+                root_id: spec.root_id.clone(),
+                configuration: spec.configuration.clone(),
+                tick_period_ms: 0,
+            },
+        );
+        if vm.store.data().root_context == 0 {
+            vm.store.data_mut().root_context = root;
+        }
         let (vm_size, cfg_size) = (
             spec.vm_configuration.len() as i32,
             spec.configuration.len() as i32,
@@ -376,9 +406,10 @@ impl Harness {
                 )))
             }
         }
+        drop(vm);
         self.filters.push(Filter {
             spec,
-            vm,
+            vm: handle,
             root,
             tick_period_ms: 0,
             next_tick_ns: None,
@@ -468,14 +499,23 @@ impl Harness {
         self.world.borrow().logs.clone()
     }
 
+    /// How many VMs run the chain (plugins with the same `vm_id` and module share one).
+    pub fn vm_count(&self) -> usize {
+        let mut seen: Vec<*const RefCell<Vm>> =
+            self.filters.iter().map(|f| Rc::as_ptr(&f.vm)).collect();
+        seen.sort();
+        seen.dedup();
+        seen.len()
+    }
+
     /// The ABI version each filter speaks.
     pub fn abi_version(&self, filter: usize) -> Option<AbiVersion> {
-        self.filters.get(filter).map(|f| f.vm.abi)
+        self.filters.get(filter).map(|f| f.vm.borrow().abi)
     }
 
     /// Why a filter's VM is dead, if it is.
     pub fn failure(&self, filter: usize) -> Option<String> {
-        self.filters.get(filter)?.vm.failed.clone()
+        self.filters.get(filter)?.vm.borrow().failed.clone()
     }
 
     /// Bytes of linear memory each VM holds now (for leak checks).
@@ -483,10 +523,11 @@ impl Harness {
         self.filters
             .iter_mut()
             .map(|f| {
-                f.vm.store
+                let vm = f.vm.borrow();
+                vm.store
                     .data()
                     .memory
-                    .map(|m| m.data_size(&f.vm.store))
+                    .map(|m| m.data_size(&vm.store))
                     .unwrap_or(0)
             })
             .collect()
@@ -550,13 +591,13 @@ impl Harness {
         };
         let mut contexts = Vec::with_capacity(self.filters.len());
         for f in &mut self.filters {
-            if f.vm.failed.is_some() {
+            if f.vm.borrow_mut().failed.is_some() {
                 contexts.push(None);
                 continue;
             }
-            let ctx = f.vm.new_context(Ctx::Stream(id));
-            let (root, ex) = (f.root, f.vm.exports.clone());
-            let created = f.vm.call(ctx, self.fuel, |s| {
+            let ctx = f.vm.borrow_mut().new_context(Ctx::Stream(id), Some(f.root));
+            let (root, ex) = (f.root, f.vm.borrow_mut().exports.clone());
+            let created = f.vm.borrow_mut().call(ctx, self.fuel, |s| {
                 if let Some(cc) = &ex.on_context_create {
                     cc.call(&mut *s, (ctx as i32, root as i32))?;
                 }
@@ -656,7 +697,7 @@ impl Harness {
         let mut next: Option<u64> = None;
         let mut consider = |t: u64| next = Some(next.map_or(t, |n| n.min(t)));
         for f in &self.filters {
-            if let (Some(t), None) = (f.next_tick_ns, &f.vm.failed) {
+            if let (Some(t), None) = (f.next_tick_ns, f.vm.borrow().failed.as_ref()) {
                 consider(t);
             }
         }
@@ -707,11 +748,11 @@ impl Harness {
         // Ticks.
         for i in 0..self.filters.len() {
             let f = &mut self.filters[i];
-            if f.next_tick_ns.is_some_and(|t| t <= now) && f.vm.failed.is_none() {
+            if f.next_tick_ns.is_some_and(|t| t <= now) && f.vm.borrow_mut().failed.is_none() {
                 f.next_tick_ns = Some(now + f.tick_period_ms * 1_000_000);
-                let (root, ex) = (f.root, f.vm.exports.clone());
+                let (root, ex) = (f.root, f.vm.borrow_mut().exports.clone());
                 self.world.borrow_mut().trace_callback(i, root, "on_tick");
-                let _ = f.vm.call(root, self.fuel, |s| {
+                let _ = f.vm.borrow_mut().call(root, self.fuel, |s| {
                     if let Some(t) = &ex.on_tick {
                         t.call(&mut *s, root as i32)?;
                     }
@@ -738,7 +779,7 @@ impl Harness {
         let Some(f) = self.filters.get_mut(call.vm) else {
             return;
         };
-        let ex = f.vm.exports.clone();
+        let ex = f.vm.borrow_mut().exports.clone();
         let (nh, nb, nt, cr) = match response {
             Some(r) => (
                 r.headers.len() as i32,
@@ -753,18 +794,18 @@ impl Harness {
             // Envoy reports a failed call (reset, timeout) as zero headers.
             None => (0, 0, 0, CallResponse::default()),
         };
-        f.vm.store.data_mut().call_response = Some(cr);
+        f.vm.borrow_mut().store.data_mut().call_response = Some(cr);
         let ctx = call.root_context;
         self.world
             .borrow_mut()
             .trace_callback(call.vm, ctx, "on_http_call_response");
-        let _ = f.vm.call(ctx, self.fuel, |s| {
+        let _ = f.vm.borrow_mut().call(ctx, self.fuel, |s| {
             if let Some(cb) = &ex.on_http_call_response {
                 cb.call(&mut *s, (ctx as i32, token as i32, nh, nb, nt))?;
             }
             Ok(())
         });
-        f.vm.store.data_mut().call_response = None;
+        f.vm.borrow_mut().store.data_mut().call_response = None;
     }
 
     fn deliver_queue_notifications(&mut self) {
@@ -782,11 +823,11 @@ impl Harness {
             let Some(f) = self.filters.get_mut(vm) else {
                 continue;
             };
-            let ex = f.vm.exports.clone();
+            let ex = f.vm.borrow_mut().exports.clone();
             self.world
                 .borrow_mut()
                 .trace_callback(vm, root, "on_queue_ready");
-            let _ = f.vm.call(root, self.fuel, |s| {
+            let _ = f.vm.borrow_mut().call(root, self.fuel, |s| {
                 if let Some(cb) = &ex.on_queue_ready {
                     cb.call(&mut *s, (root as i32, qid as i32))?;
                 }
@@ -800,7 +841,7 @@ impl Harness {
     fn after_callback(&mut self) {
         let now = self.world.borrow().now_ns;
         for f in &mut self.filters {
-            let period = f.vm.store.data().tick_period_ms;
+            let period = f.vm.borrow().tick_period_of(f.root);
             if period != f.tick_period_ms {
                 f.tick_period_ms = period;
                 f.next_tick_ns = (period > 0).then(|| now + period * 1_000_000);
@@ -999,11 +1040,13 @@ impl Harness {
     ) -> Result<Option<i32>, String> {
         let run = &self.runs[&id];
         let f = &mut self.filters[i];
-        if f.vm.failed.is_some() {
+        if f.vm.borrow_mut().failed.is_some() {
             // A dead VM answers nothing: fail-open skips it, fail-closed stops
             // the request (its 503 then passes the filters before it only).
             return match (f.spec.failure_policy, request) {
-                (FailurePolicy::FailClosed, true) => Err(f.vm.failed.clone().unwrap_or_default()),
+                (FailurePolicy::FailClosed, true) => {
+                    Err(f.vm.borrow_mut().failed.clone().unwrap_or_default())
+                }
                 _ => Ok(None),
             };
         }
@@ -1031,7 +1074,7 @@ impl Harness {
                 )
             }
         };
-        let ex = f.vm.exports.clone();
+        let ex = f.vm.borrow_mut().exports.clone();
         let c = ctx as i32;
         let name = match (request, stage) {
             (true, Stage::Headers) => "on_request_headers",
@@ -1042,7 +1085,7 @@ impl Harness {
             (false, Stage::Trailers) => "on_response_trailers",
         };
         self.world.borrow_mut().trace_callback(i, ctx, name);
-        f.vm.call(ctx, self.fuel, |s| {
+        f.vm.borrow_mut().call(ctx, self.fuel, |s| {
             let r = match (request, stage) {
                 (true, Stage::Headers) => ex.on_request_headers.as_ref().map(|f| {
                     f.call(
@@ -1220,11 +1263,11 @@ impl Harness {
         for (i, ctx) in contexts.iter().enumerate() {
             let Some(ctx) = *ctx else { continue };
             let f = &mut self.filters[i];
-            let ex = f.vm.exports.clone();
+            let ex = f.vm.borrow_mut().exports.clone();
             let c = ctx as i32;
             // Envoy: on_log (access log) before on_done and on_delete.
             self.world.borrow_mut().trace_callback(i, ctx, "on_log");
-            let _ = f.vm.call(ctx, self.fuel, |s| {
+            let _ = f.vm.borrow_mut().call(ctx, self.fuel, |s| {
                 if let Some(cb) = &ex.on_log {
                     cb.call(&mut *s, c)?;
                 }
@@ -1236,7 +1279,7 @@ impl Harness {
                 }
                 Ok(())
             });
-            f.vm.store.data_mut().contexts.remove(&ctx);
+            f.vm.borrow_mut().forget_context(ctx);
         }
         // Header maps are gone once the stream is.
         self.streams.borrow_mut().remove(&id);

@@ -56,6 +56,15 @@ pub(crate) struct CallResponse {
     pub trailers: Headers,
 }
 
+/// One plugin (root context) of a VM; several plugins may share a VM.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PluginInfo {
+    pub name: String,
+    pub root_id: String,
+    pub configuration: Vec<u8>,
+    pub tick_period_ms: u64,
+}
+
 /// The wasmtime store data of one VM.
 #[derive(Default)]
 pub(crate) struct Host {
@@ -80,6 +89,11 @@ pub(crate) struct Host {
     /// The last critical log line (the SDK's panic hook writes the panic message there).
     pub last_critical: Option<String>,
     pub exit_code: Option<i32>,
+    /// Every plugin of this VM by root context; the fields above hold the
+    /// one whose context is running.
+    pub plugins: HashMap<u32, PluginInfo>,
+    /// The root context each context belongs to.
+    pub ctx_root: HashMap<u32, u32>,
 }
 
 impl Host {
@@ -227,6 +241,8 @@ impl Vm {
             call_response: None,
             last_critical: None,
             exit_code: None,
+            plugins: HashMap::new(),
+            ctx_root: HashMap::new(),
         };
         let mut store = Store::new(engine, host);
         store.limiter(|h| &mut h.limits);
@@ -278,12 +294,60 @@ impl Vm {
         })
     }
 
-    /// Allocates a context id and records what it belongs to.
-    pub fn new_context(&mut self, ctx: Ctx) -> u32 {
+    /// Allocates a context id and records what it belongs to; `root` is
+    /// its plugin's root context (`None` for a new root).
+    pub fn new_context(&mut self, ctx: Ctx, root: Option<u32>) -> u32 {
         let id = self.next_context;
         self.next_context += 1;
-        self.store.data_mut().contexts.insert(id, ctx);
+        let h = self.store.data_mut();
+        h.contexts.insert(id, ctx);
+        h.ctx_root.insert(id, root.unwrap_or(id));
         id
+    }
+
+    /// Adds a plugin (root context) to this VM.
+    pub fn add_plugin(&mut self, root: u32, info: PluginInfo) {
+        self.store.data_mut().plugins.insert(root, info);
+    }
+
+    pub fn forget_context(&mut self, ctx: u32) {
+        let h = self.store.data_mut();
+        h.contexts.remove(&ctx);
+        h.ctx_root.remove(&ctx);
+    }
+
+    /// The tick period a plugin asked for.
+    pub fn tick_period_of(&self, root: u32) -> u64 {
+        let h = self.store.data();
+        if h.root_context == root {
+            h.tick_period_ms
+        } else {
+            h.plugins.get(&root).map_or(0, |p| p.tick_period_ms)
+        }
+    }
+
+    /// Makes the plugin owning `context` the current one (name, root id,
+    /// configuration and tick period are per plugin, not per VM).
+    fn select_plugin(&mut self, context: u32) {
+        let h = self.store.data_mut();
+        let Some(&root) = h.ctx_root.get(&context) else {
+            return;
+        };
+        if root == h.root_context {
+            return;
+        }
+        let current = h.root_context;
+        let period = h.tick_period_ms;
+        if let Some(p) = h.plugins.get_mut(&current) {
+            p.tick_period_ms = period;
+        }
+        if let Some(p) = h.plugins.get(&root).cloned() {
+            h.plugin_name = p.name;
+            h.root_id = p.root_id;
+            h.plugin_configuration = p.configuration;
+            h.tick_period_ms = p.tick_period_ms;
+            h.root_context = root;
+        }
     }
 
     /// Runs one callback as the given context; a trap kills the VM and is
@@ -297,6 +361,7 @@ impl Vm {
         if let Some(reason) = &self.failed {
             return Err(reason.clone());
         }
+        self.select_plugin(context);
         {
             let h = self.store.data_mut();
             h.current_context = context;

@@ -78,6 +78,11 @@ fn abi_statuses_match_envoy() {
 }
 
 #[test]
+fn two_roots_in_one_vm_match_envoy() {
+    check("shared_vm.yaml");
+}
+
+#[test]
 fn every_scenario_file_is_checked_here() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
     let mut names: Vec<String> = std::fs::read_dir(dir)

@@ -104,3 +104,66 @@ fn a_logging_filter_does_not_leak_linear_memory() {
         "the filter's linear memory grew"
     );
 }
+
+#[test]
+fn plugins_with_one_vm_id_share_a_vm_with_their_own_configuration() {
+    use switchyard_harness::FilterSpec;
+    let mut h = Harness::new();
+    let config = |c: &str, root: &str| {
+        FilterSpec::new(built("sdk_http_config"))
+            .config(c)
+            .root_id(root)
+            .vm_id("shared")
+            .name(root)
+    };
+    h.add_filter(config("first", "a")).unwrap();
+    h.add_filter(config("second", "b")).unwrap();
+    assert_eq!(h.vm_count(), 1);
+    let ex = h.send(Request::get("/"));
+    let values: Vec<String> = ex
+        .response
+        .unwrap()
+        .headers
+        .0
+        .iter()
+        .filter(|(k, _)| k == "custom-header")
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    // Response callbacks run in reverse chain order; each root reads its own configuration.
+    assert_eq!(values, ["second", "first"]);
+
+    let mut separate = Harness::new();
+    separate
+        .add_filter(config("first", "a").vm_id("one"))
+        .unwrap();
+    separate
+        .add_filter(config("second", "b").vm_id("two"))
+        .unwrap();
+    assert_eq!(separate.vm_count(), 2);
+}
+
+#[test]
+fn a_trap_kills_every_plugin_on_the_vm() {
+    use switchyard_harness::FilterSpec;
+    let spec = |root: &str, vm: &str| {
+        FilterSpec::new(built("sdk_http_auth_random"))
+            .root_id(root)
+            .vm_id(vm)
+            .name(root)
+    };
+    let mut shared = Harness::new();
+    shared.add_filter(spec("a", "same")).unwrap();
+    shared.add_filter(spec("b", "same")).unwrap();
+    assert_eq!(shared.send(Request::get("/")).status(), Some(503)); // no httpbin cluster: trap
+    assert!(
+        shared.failure(1).is_some(),
+        "the second plugin shares the dead VM"
+    );
+
+    let mut apart = Harness::new();
+    apart.add_filter(spec("a", "one")).unwrap();
+    apart.add_filter(spec("b", "two")).unwrap();
+    apart.send(Request::get("/"));
+    assert!(apart.failure(0).is_some());
+    assert!(apart.failure(1).is_none());
+}
