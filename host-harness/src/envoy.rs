@@ -342,6 +342,24 @@ fn wasm_logs(text: &str) -> Vec<String> {
     out
 }
 
+/// Waits until Envoy's log has been quiet for a moment (at most 3 s), so the
+/// lines a filter writes in `on_log`, after the response, are all in.
+fn wait_for_quiet_log(log: &Mutex<String>) {
+    const QUIET: Duration = Duration::from_millis(200);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut last_len = log.lock().expect("lock").len();
+    let mut last_change = Instant::now();
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        let len = log.lock().expect("lock").len();
+        if len != last_len {
+            (last_len, last_change) = (len, Instant::now());
+        } else if last_change.elapsed() >= QUIET {
+            return;
+        }
+    }
+}
+
 /// Runs every request of `s` through real Envoy ([`envoy_binary`]), in order.
 pub fn run(s: &Scenario) -> Result<Vec<Observation>, String> {
     run_with(s, &envoy_binary())
@@ -465,7 +483,7 @@ pub fn run_with(s: &Scenario, envoy_bin: &std::path::Path) -> Result<Vec<Observa
             req.body.as_deref().unwrap_or_default(),
         );
         let duration_ms = t0.elapsed().as_millis() as u64;
-        std::thread::sleep(Duration::from_millis(100)); // let on_log's lines reach the log
+        wait_for_quiet_log(&envoy.log);
         let (status, response_headers, body) = match result {
             Ok((s, h, b)) => (Some(s), h, String::from_utf8_lossy(&b).into_owned()),
             Err(_) => (None, Vec::new(), String::new()),
