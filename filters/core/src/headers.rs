@@ -5,6 +5,12 @@
 pub trait RequestHeaders {
     /// The first value of `name` (lower-case), or `None` when absent.
     fn header(&self, name: &str) -> Option<&[u8]>;
+
+    /// Claims of the credential an earlier filter verified, if any
+    /// (see [`crate::claims::CLAIMS_PROPERTY`]).
+    fn claims(&self) -> Option<&serde_json::Value> {
+        None
+    }
 }
 
 /// An owned list of headers, for tests and hosts that already hold the map.

@@ -5,8 +5,11 @@
 //! about proxy-wasm, so it is unit-tested natively and can be embedded in any
 //! host (the proxy-wasm adapter, the harness, a future JavaScript build).
 
+pub mod auth;
+pub mod claims;
 pub mod config;
 pub mod headers;
+pub mod json;
 pub mod matcher;
 pub mod router;
 

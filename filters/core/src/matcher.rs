@@ -4,6 +4,7 @@
 //! headers, cookies and query parameters. Values are compared as bytes, so a
 //! header that is not UTF-8 simply fails to match instead of failing the request.
 
+use crate::claims::{all_match, compile_claims, ClaimMatchConfig, ClaimMatcher};
 use crate::config::{is_header_name, ConfigError};
 use crate::headers::RequestHeaders;
 use regex_lite::{Regex, RegexBuilder};
@@ -44,6 +45,9 @@ pub struct MatchConfig {
     /// Compared with the raw (not percent-decoded) parameter value.
     #[serde(default)]
     pub query: BTreeMap<String, StringMatchConfig>,
+    /// Conditions on the claims of a credential the auth filter verified.
+    #[serde(default)]
+    pub claims: BTreeMap<String, ClaimMatchConfig>,
 }
 
 /// A compiled value comparison.
@@ -109,6 +113,7 @@ enum Condition {
 #[derive(Debug, Clone, Default)]
 pub struct RequestMatch {
     conditions: Vec<Condition>,
+    claims: Vec<ClaimMatcher>,
 }
 
 impl RequestMatch {
@@ -165,7 +170,8 @@ impl RequestMatch {
                 StringMatcher::compile(m, &format!("{field}.query.{name}"))?,
             ));
         }
-        Ok(Self { conditions })
+        let claims = compile_claims(&config.claims, &format!("{field}.claims"))?;
+        Ok(Self { conditions, claims })
     }
 
     /// True when every condition holds (an empty match holds for every request).
@@ -175,7 +181,12 @@ impl RequestMatch {
                 .header(":method")
                 .is_some_and(|m| methods.iter().any(|x| &x[..] == m)),
             Condition::Value(subject, matcher) => matcher.matches(subject.value(req)),
-        })
+        }) && (self.claims.is_empty() || all_match(&self.claims, req.claims()))
+    }
+
+    /// True when this match has conditions on verified claims.
+    pub fn reads_claims(&self) -> bool {
+        !self.claims.is_empty()
     }
 
     /// The header names this match reads, so a host can fetch only those.

@@ -3,10 +3,13 @@
 //! The decision is written into a request header (`version_header`) that the
 //! proxy's route table matches to pick the upstream subset.
 
+use crate::claims::claim;
 use crate::config::{from_json, is_header_name, is_token, ConfigError};
 use crate::headers::RequestHeaders;
 use crate::matcher::{cookie_value, MatchConfig, RequestMatch};
 use serde::Deserialize;
+use serde_json::Value;
+use std::borrow::Cow;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 /// The router's configuration, as written in JSON.
@@ -62,6 +65,8 @@ pub struct SplitConfig {
 pub enum StickyConfig {
     Header(String),
     Cookie(String),
+    /// A verified claim (`sub`, or a dotted path), from the auth filter.
+    Claim(String),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -263,6 +268,14 @@ impl Router {
                             ));
                         }
                     }
+                    if let Some(StickyConfig::Claim(c)) = &rc.sticky {
+                        if c.is_empty() {
+                            return Err(ConfigError::new(
+                                format!("{field}.sticky.claim"),
+                                "claim name must not be empty",
+                            ));
+                        }
+                    }
                     let sticky = rc.sticky.clone().map(|s| match s {
                         StickyConfig::Header(h) => StickyConfig::Header(h.to_ascii_lowercase()),
                         other => other,
@@ -328,6 +341,7 @@ impl Router {
                 match s {
                     StickyConfig::Header(h) => need(h),
                     StickyConfig::Cookie(_) => need("cookie"),
+                    StickyConfig::Claim(_) => {}
                 }
             }
         }
@@ -372,14 +386,23 @@ impl Router {
                     seed,
                 } => {
                     let key = sticky.as_ref().and_then(|s| match s {
-                        StickyConfig::Header(h) => req.header(h),
-                        StickyConfig::Cookie(c) => {
-                            req.header("cookie").and_then(|v| cookie_value(v, c))
-                        }
+                        StickyConfig::Header(h) => req.header(h).map(Cow::Borrowed),
+                        StickyConfig::Cookie(c) => req
+                            .header("cookie")
+                            .and_then(|v| cookie_value(v, c))
+                            .map(Cow::Borrowed),
+                        StickyConfig::Claim(c) => req
+                            .claims()
+                            .and_then(|claims| claim(claims, c))
+                            .and_then(|v| match v {
+                                Value::String(s) => Some(Cow::Borrowed(s.as_bytes())),
+                                Value::Number(n) => Some(Cow::Owned(n.to_string().into_bytes())),
+                                _ => None,
+                            }),
                     });
                     let (draw, reason) = match key {
                         Some(k) if !k.is_empty() => {
-                            (xxh3_64_with_seed(k, *seed), Reason::StickySplit)
+                            (xxh3_64_with_seed(&k, *seed), Reason::StickySplit)
                         }
                         _ => (random, Reason::RandomSplit),
                     };
@@ -429,6 +452,21 @@ impl Router {
     }
 
     /// The request headers a decision may read; a host need fetch only these.
+    /// True when a decision reads verified claims (a `claims` match or a
+    /// sticky claim), so the host fetches them only then.
+    pub fn reads_claims(&self) -> bool {
+        self.routes.iter().any(|r| {
+            r.matcher.reads_claims()
+                || matches!(
+                    &r.target,
+                    Target::Split {
+                        sticky: Some(StickyConfig::Claim(_)),
+                        ..
+                    }
+                )
+        })
+    }
+
     pub fn header_names(&self) -> &[String] {
         &self.header_names
     }

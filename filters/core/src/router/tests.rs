@@ -281,9 +281,13 @@ fn bad_configuration_names_the_field() {
     let e = err(r#"{"default_version": "has space"}"#);
     assert_eq!(e.field, "default_version");
     let e = err(
-        r#"{"default_version": "v1", "routes": [{"split": [{"version": "v1", "weight": 1}], "sticky": {"claim": "sub"}}]}"#,
+        r#"{"default_version": "v1", "routes": [{"split": [{"version": "v1", "weight": 1}], "sticky": {"jwt": "sub"}}]}"#,
     );
     assert_eq!(e.field, "routes[0].sticky");
+    let e = err(
+        r#"{"default_version": "v1", "routes": [{"split": [{"version": "v1", "weight": 1}], "sticky": {"claim": ""}}]}"#,
+    );
+    assert_eq!(e.field, "routes[0].sticky.claim");
 }
 
 #[test]
@@ -332,4 +336,50 @@ fn an_equidistributed_sequence_holds_weights_over_small_windows() {
         let v2 = window.iter().filter(|&&b| b).count();
         assert!((8..=12).contains(&v2), "{v2} of 100 went to v2");
     }
+}
+
+/// A request whose credential an earlier filter verified.
+struct WithClaims(HeaderList, serde_json::Value);
+
+impl RequestHeaders for WithClaims {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.0.header(name)
+    }
+
+    fn claims(&self) -> Option<&serde_json::Value> {
+        Some(&self.1)
+    }
+}
+
+#[test]
+fn claims_drive_matches_and_sticky_splits() {
+    let r = router(
+        r#"{"default_version": "v1", "routes": [
+        {"name": "testers", "match": {"claims": {"groups": {"contains": "testers"}}}, "version": "v3"},
+        {"name": "canary", "split": [{"version": "v1", "weight": 1}, {"version": "v2", "weight": 1}],
+         "sticky": {"claim": "sub"}}]}"#,
+    );
+    assert!(r.reads_claims());
+    let user = |sub: &str, groups: serde_json::Value| {
+        WithClaims(get("/"), serde_json::json!({"sub": sub, "groups": groups}))
+    };
+    let d = r.decide(&user("kim", serde_json::json!(["testers"])), 0);
+    assert_eq!((d.version, d.rule), ("v3", "testers"));
+    // The same subject always lands on the same version, whatever the draw.
+    let jason = user("jason", serde_json::json!([]));
+    let v = r.decide(&jason, 0).version;
+    assert!(randoms().take(50).all(|x| r.decide(&jason, x).version == v));
+    assert_eq!(r.decide(&jason, 0).reason, Reason::StickySplit);
+    // Across subjects the split holds.
+    let v2 = (0..1000)
+        .filter(|i| {
+            r.decide(&user(&format!("u{i}"), serde_json::json!([])), 0)
+                .version
+                == "v2"
+        })
+        .count();
+    assert!((400..600).contains(&v2), "{v2}");
+    // Without verified claims: no claims match, a per-request draw.
+    assert_eq!(r.decide(&get("/"), 0).reason, Reason::RandomSplit);
+    assert!(!router(LAB).reads_claims());
 }
