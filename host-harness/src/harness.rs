@@ -469,6 +469,13 @@ impl Harness {
         self
     }
 
+    /// Makes the host lack a foreign function, as an older Envoy would
+    /// (only `verify_signature` can be withdrawn).
+    pub fn without_foreign_function(&mut self, name: &str) -> &mut Self {
+        self.world.borrow_mut().disabled_foreign.insert(name.into());
+        self
+    }
+
     pub fn world(&self) -> std::cell::Ref<'_, World> {
         self.world.borrow()
     }

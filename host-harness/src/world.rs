@@ -108,6 +108,10 @@ pub struct World {
     pub trace_enabled: bool,
     /// Times a filter asked to re-pick the route (`clear_route_cache`).
     pub route_cache_clears: u64,
+    /// `verify_signature` calls that checked a signature (valid or not).
+    pub signatures_verified: u64,
+    /// Foreign functions the test asked the harness to lack (as an older Envoy would).
+    pub disabled_foreign: std::collections::HashSet<String>,
     pub(crate) random_state: u64,
     /// `node.metadata` and other static properties, by dotted path.
     pub properties: BTreeMap<String, Vec<u8>>,

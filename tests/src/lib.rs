@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod envoy;
 pub mod istio;
 pub mod paths;
+pub mod tokens;
 
 pub use backend::{Backend, Received};
 pub use bootstrap::Bootstrap;

@@ -19,7 +19,10 @@ const NOT_FOUND: u32 = 1;
 
 const MAP_HTTP_REQUEST_HEADERS: u32 = 0;
 const MAP_HTTP_RESPONSE_HEADERS: u32 = 2;
+const MAP_HTTP_CALL_RESPONSE_HEADERS: u32 = 6;
+const BUFFER_HTTP_CALL_RESPONSE_BODY: u32 = 4;
 const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
+const STREAM_HTTP_REQUEST: u32 = 0;
 const METRIC_COUNTER: u32 = 0;
 
 #[derive(Debug, Clone, Copy)]
@@ -35,6 +38,8 @@ pub enum Level {
 pub enum Headers {
     Request,
     Response,
+    /// The response to a `dispatch_http_call`, inside its callback.
+    HttpCallResponse,
 }
 
 impl Headers {
@@ -42,6 +47,7 @@ impl Headers {
         match self {
             Headers::Request => MAP_HTTP_REQUEST_HEADERS,
             Headers::Response => MAP_HTTP_RESPONSE_HEADERS,
+            Headers::HttpCallResponse => MAP_HTTP_CALL_RESPONSE_HEADERS,
         }
     }
 }
@@ -78,6 +84,37 @@ extern "C" {
         return_id: *mut u32,
     ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_data: *mut *mut u8,
+        return_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_set_effective_context(context_id: u32) -> u32;
+    fn proxy_continue_stream(stream_type: u32) -> u32;
+    fn proxy_send_local_response(
+        status_code: u32,
+        details_data: *const u8,
+        details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+    fn proxy_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_data: *mut *mut u8,
+        return_size: *mut usize,
+    ) -> u32;
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
     fn proxy_call_foreign_function(
         name_data: *const u8,
         name_size: usize,
@@ -235,4 +272,122 @@ pub fn stat_fragment(s: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Every (name, value) of a header map; `Ok(vec![])` when the map is empty.
+pub fn header_pairs(map: Headers) -> Result<Vec<(String, Vec<u8>)>, Status> {
+    let (mut data, mut size) = (null_mut(), 0usize);
+    status(unsafe { proxy_get_header_map_pairs(map.map_type(), &mut data, &mut size) })?;
+    let bytes = unsafe { owned(data, size) };
+    Ok(deserialize_pairs(&bytes).unwrap_or_default())
+}
+
+/// The ABI's map encoding: a count, (key, value) sizes, then NUL-terminated bytes.
+fn deserialize_pairs(bytes: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
+    let word = |at: usize| -> Option<usize> {
+        Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize)
+    };
+    if bytes.is_empty() {
+        return Some(Vec::new());
+    }
+    let n = word(0)?;
+    let mut at = 4 + n.checked_mul(8)?;
+    let mut out = Vec::with_capacity(n.min(64));
+    for i in 0..n {
+        let (k, v) = (word(4 + 8 * i)?, word(8 + 8 * i)?);
+        let key = bytes.get(at..at + k)?;
+        at += k + 1;
+        let value = bytes.get(at..at + v)?;
+        at += v + 1;
+        out.push((String::from_utf8_lossy(key).into_owned(), value.to_vec()));
+    }
+    Some(out)
+}
+
+fn serialize_pairs(pairs: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend((pairs.len() as u32).to_le_bytes());
+    for (k, v) in pairs {
+        out.extend((k.len() as u32).to_le_bytes());
+        out.extend((v.len() as u32).to_le_bytes());
+    }
+    for (k, v) in pairs {
+        out.extend_from_slice(k.as_bytes());
+        out.push(0);
+        out.extend_from_slice(v);
+        out.push(0);
+    }
+    out
+}
+
+/// The body of the response to a `dispatch_http_call`, inside its callback.
+pub fn http_call_response_body(size: usize) -> Vec<u8> {
+    let (mut data, mut len) = (null_mut(), 0usize);
+    match unsafe {
+        proxy_get_buffer_bytes(BUFFER_HTTP_CALL_RESPONSE_BODY, 0, size, &mut data, &mut len)
+    } {
+        OK => unsafe { owned(data, len) },
+        _ => Vec::new(),
+    }
+}
+
+/// Host time in milliseconds since the Unix epoch (0 if the host refuses).
+pub fn now_ms() -> u64 {
+    let mut ns = 0u64;
+    match unsafe { proxy_get_current_time_nanoseconds(&mut ns) } {
+        OK => ns / 1_000_000,
+        _ => 0,
+    }
+}
+
+pub fn set_tick_period_ms(period: u32) -> Result<(), Status> {
+    status(unsafe { proxy_set_tick_period_milliseconds(period) })
+}
+
+/// Makes later host calls act on stream `context_id` (from a root callback).
+pub fn set_effective_context(context_id: u32) -> Result<(), Status> {
+    status(unsafe { proxy_set_effective_context(context_id) })
+}
+
+/// Resumes a request paused in its headers callback.
+pub fn continue_request() -> Result<(), Status> {
+    status(unsafe { proxy_continue_stream(STREAM_HTTP_REQUEST) })
+}
+
+/// Answers the request locally (after the current callback returns).
+pub fn send_local_response(
+    status_code: u32,
+    details: &str,
+    body: &[u8],
+    headers: &[(&str, &[u8])],
+) -> Result<(), Status> {
+    let headers = serialize_pairs(headers);
+    status(unsafe {
+        proxy_send_local_response(
+            status_code,
+            details.as_ptr(),
+            details.len(),
+            body.as_ptr(),
+            body.len(),
+            headers.as_ptr(),
+            headers.len(),
+            -1,
+        )
+    })
+}
+
+/// A property by its one-segment name (`Ok(None)` when absent).
+pub fn property(name: &str) -> Result<Option<Vec<u8>>, Status> {
+    let (mut data, mut size) = (null_mut(), 0usize);
+    match unsafe { proxy_get_property(name.as_ptr(), name.len(), &mut data, &mut size) } {
+        OK => Ok(Some(unsafe { owned(data, size) })),
+        NOT_FOUND => Ok(None),
+        code => Err(Status(code)),
+    }
+}
+
+/// Sets a one-segment property: in Envoy, filter state `wasm.<name>` on the
+/// stream, readable by later filters of the same request.
+pub fn set_property(name: &str, value: &[u8]) -> Result<(), Status> {
+    status(unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) })
 }

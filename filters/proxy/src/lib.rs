@@ -4,6 +4,7 @@
 //! `panic!` on statuses they do not expect, and a panic traps the VM and
 //! takes down every plugin sharing it.
 
+pub mod auth;
 pub mod host;
 pub mod router;
 

@@ -5,6 +5,8 @@ use crate::host::{self, Counter, Headers, Level};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::rc::Rc;
+use switchyard_core::claims::CLAIMS_PROPERTY;
+use switchyard_core::json::parse_strict;
 use switchyard_core::router::Router;
 use switchyard_core::RequestHeaders;
 
@@ -98,6 +100,8 @@ pub struct RouterStream {
 /// The few request headers a decision reads, fetched once each.
 struct Fetched<'a> {
     values: Vec<(&'a str, Option<Vec<u8>>)>,
+    /// Verified claims from the auth filter, fetched only when a decision reads them.
+    claims: Option<serde_json::Value>,
 }
 
 impl RequestHeaders for Fetched<'_> {
@@ -106,6 +110,10 @@ impl RequestHeaders for Fetched<'_> {
             .iter()
             .find(|(n, _)| *n == name)
             .and_then(|(_, v)| v.as_deref())
+    }
+
+    fn claims(&self) -> Option<&serde_json::Value> {
+        self.claims.as_ref()
     }
 }
 
@@ -130,6 +138,14 @@ impl HttpContext for RouterStream {
                     (name.as_str(), value)
                 })
                 .collect(),
+            claims: if router.reads_claims() {
+                host::property(CLAIMS_PROPERTY)
+                    .ok()
+                    .flatten()
+                    .and_then(|bytes| parse_strict(&bytes).ok())
+            } else {
+                None
+            },
         };
         if failed {
             shared.header_errors.increment();

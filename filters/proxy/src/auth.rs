@@ -1,0 +1,718 @@
+//! proxy-wasm glue for the auth filter: strip identity headers, read the
+//! credential headers, step the core's evaluation, and do the I/O it asks for
+//! (remote key sets from the root context, external auth calls).
+//!
+//! Async completions may arrive at the root (key sets, calls dispatched while
+//! resuming) or at the stream; both hand them to [`Shared`], which switches the
+//! effective context to the waiting stream before touching it.
+
+use crate::host::{self, Counter, Headers, Level};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+use switchyard_core::auth::jwt::{HostVerify, KeySet};
+use switchyard_core::auth::{
+    Auth, Caches, Denial, Env, Evaluation, ExtAuthAnswer, Reason, Step, Verdict,
+};
+use switchyard_core::claims::CLAIMS_PROPERTY;
+use switchyard_core::HeaderList;
+
+const NAME: &str = "auth";
+/// How often the root checks key-set refreshes and waiting requests.
+const TICK_MS: u32 = 100;
+/// Retry backoff after a failed key-set fetch: 1 s doubling, at most a minute.
+const MAX_BACKOFF_MS: u64 = 60_000;
+
+struct Counters {
+    allowed: Counter,
+    denied: Counter,
+    dry_run_denied: Counter,
+    header_errors: Counter,
+    by_reason: Vec<Counter>,
+    provider_allowed: Vec<Counter>,
+    provider_denied: Vec<Counter>,
+    jwks_ok: Vec<Counter>,
+    jwks_failed: Vec<Counter>,
+    failed_open: Vec<Counter>,
+    verify_host: Counter,
+}
+
+impl Counters {
+    fn define(auth: &Auth) -> Self {
+        let per_provider = |what: &str| -> Vec<Counter> {
+            (0..auth.provider_count())
+                .map(|p| {
+                    Counter::define(&format!(
+                        "switchyard.auth.{}.{what}",
+                        host::stat_fragment(auth.provider_name(p))
+                    ))
+                })
+                .collect()
+        };
+        Self {
+            allowed: Counter::define("switchyard.auth.allowed"),
+            denied: Counter::define("switchyard.auth.denied"),
+            dry_run_denied: Counter::define("switchyard.auth.dry_run_denied"),
+            header_errors: Counter::define("switchyard.auth.header_errors"),
+            by_reason: Reason::ALL
+                .iter()
+                .map(|r| Counter::define(&format!("switchyard.auth.denied.{}", r.as_str())))
+                .collect(),
+            provider_allowed: per_provider("allowed"),
+            provider_denied: per_provider("denied"),
+            jwks_ok: per_provider("jwks_fetch_ok"),
+            jwks_failed: per_provider("jwks_fetch_failed"),
+            failed_open: per_provider("failed_open"),
+            verify_host: Counter::define("switchyard.auth.signature_checks_by_host"),
+        }
+    }
+}
+
+/// Remote key-set bookkeeping for one JWT provider.
+#[derive(Default)]
+struct Remote {
+    in_flight: bool,
+    next_fetch_ms: u64,
+    failures: u32,
+}
+
+/// A request waiting for I/O, shared by its stream and whoever completes it.
+struct Pending {
+    context_id: u32,
+    headers: HeaderList,
+    eval: Evaluation,
+    /// The stream is gone: drop any completion.
+    finished: bool,
+    /// Waiting for provider `.0`'s key set until `.1` (ms).
+    keys_deadline: Option<(usize, u64)>,
+}
+
+enum Call {
+    Jwks(usize),
+    ExtAuth(Rc<RefCell<Pending>>, usize),
+}
+
+/// Whether the host offers `verify_signature`; learnt on first use.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum HostCrypto {
+    Unknown,
+    Yes,
+    No,
+}
+
+struct State {
+    keys: Vec<Option<Rc<KeySet>>>,
+    remote: Vec<Option<Remote>>,
+    caches: Caches,
+    waiting: Vec<Rc<RefCell<Pending>>>,
+    calls: HashMap<u32, Call>,
+    host_crypto: HostCrypto,
+}
+
+struct Shared {
+    auth: Auth,
+    counters: Counters,
+    state: RefCell<State>,
+}
+
+#[derive(Default)]
+pub struct AuthRoot {
+    shared: Option<Rc<Shared>>,
+}
+
+impl AuthRoot {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Context for AuthRoot {
+    fn on_http_call_response(&mut self, token: u32, _: usize, body_size: usize, _: usize) {
+        if let Some(shared) = &self.shared {
+            shared.on_call_response(token, body_size);
+        }
+    }
+}
+
+impl RootContext for AuthRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = match host::plugin_configuration() {
+            Ok(Some(b)) if !b.is_empty() => b,
+            _ => {
+                host::log(
+                    Level::Error,
+                    &format!(
+                        "{NAME}: invalid configuration: missing (providers and rules are required)"
+                    ),
+                );
+                return false;
+            }
+        };
+        let auth = match Auth::from_json(&bytes) {
+            Ok(auth) => auth,
+            Err(err) => {
+                host::log(
+                    Level::Error,
+                    &format!("{NAME}: invalid configuration: {err}"),
+                );
+                return false;
+            }
+        };
+        let n = auth.provider_count();
+        let keys = (0..n).map(|p| auth.static_keys(p)).collect();
+        let remote: Vec<Option<Remote>> = (0..n)
+            .map(|p| auth.remote_jwks(p).map(|_| Remote::default()))
+            .collect();
+        let has_remote = remote.iter().any(Option::is_some);
+        let shared = Rc::new(Shared {
+            counters: Counters::define(&auth),
+            state: RefCell::new(State {
+                keys,
+                remote,
+                caches: Caches::new(auth.cache_entries()),
+                waiting: Vec::new(),
+                calls: HashMap::new(),
+                host_crypto: HostCrypto::Unknown,
+            }),
+            auth,
+        });
+        if has_remote {
+            if host::set_tick_period_ms(TICK_MS).is_err() {
+                host::log(
+                    Level::Warn,
+                    &format!(
+                        "{NAME}: the host refused a tick period; remote key sets will not refresh"
+                    ),
+                );
+            }
+            shared.fetch_due_key_sets(host::now_ms());
+        }
+        self.shared = Some(shared);
+        true
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(shared) = &self.shared {
+            let now = host::now_ms();
+            shared.fetch_due_key_sets(now);
+            shared.expire_waiting(now);
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(AuthStream {
+            shared: self.shared.clone(),
+            context_id,
+            pending: None,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+impl Shared {
+    fn fetch_due_key_sets(&self, now: u64) {
+        for p in 0..self.auth.provider_count() {
+            let Some(cfg) = self.auth.remote_jwks(p) else {
+                continue;
+            };
+            {
+                let state = self.state.borrow();
+                match &state.remote[p] {
+                    Some(r) if !r.in_flight && now >= r.next_fetch_ms => {}
+                    _ => continue,
+                }
+            }
+            let headers = vec![
+                (":method", "GET"),
+                (":path", cfg.path.as_str()),
+                (":authority", cfg.authority.as_str()),
+                ("accept", "application/json"),
+            ];
+            let sent = proxy_wasm::hostcalls::dispatch_http_call(
+                &cfg.cluster,
+                headers,
+                None,
+                vec![],
+                Duration::from_millis(cfg.timeout_ms),
+            );
+            match sent {
+                Ok(token) => {
+                    let mut state = self.state.borrow_mut();
+                    state.calls.insert(token, Call::Jwks(p));
+                    if let Some(r) = state.remote[p].as_mut() {
+                        r.in_flight = true;
+                    }
+                }
+                Err(status) => {
+                    host::log(
+                        Level::Warn,
+                        &format!(
+                            "{NAME}: cannot fetch the key set of provider {} from cluster {:?}: {status:?}",
+                            self.auth.provider_name(p),
+                            cfg.cluster
+                        ),
+                    );
+                    self.key_set_failed(p, now);
+                }
+            }
+        }
+    }
+
+    fn key_set_failed(&self, p: usize, now: u64) {
+        self.counters.jwks_failed[p].increment();
+        let refresh_ms = self
+            .auth
+            .remote_jwks(p)
+            .map_or(MAX_BACKOFF_MS, |c| c.refresh_s * 1000);
+        let mut state = self.state.borrow_mut();
+        if let Some(r) = state.remote[p].as_mut() {
+            r.in_flight = false;
+            r.failures = r.failures.saturating_add(1);
+            let backoff = 1000u64 << (r.failures - 1).min(6);
+            r.next_fetch_ms = now + backoff.min(MAX_BACKOFF_MS).min(refresh_ms);
+        }
+    }
+
+    fn on_call_response(&self, token: u32, body_size: usize) {
+        let Some(call) = self.state.borrow_mut().calls.remove(&token) else {
+            return;
+        };
+        let status = host::header(Headers::HttpCallResponse, ":status")
+            .ok()
+            .flatten()
+            .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok());
+        match call {
+            Call::Jwks(p) => self.on_key_set(p, status, body_size),
+            Call::ExtAuth(pending, p) => {
+                let answer = match status {
+                    Some(status) => ExtAuthAnswer::Response {
+                        status,
+                        headers: host::header_pairs(Headers::HttpCallResponse).unwrap_or_default(),
+                        body: host::http_call_response_body(body_size.min(64 * 1024)),
+                    },
+                    // No headers: a reset or timeout.
+                    None => ExtAuthAnswer::Failed,
+                };
+                if pending.borrow().finished {
+                    return;
+                }
+                pending.borrow_mut().eval.ext_auth_answer(p, answer);
+                self.resume(&pending);
+            }
+        }
+    }
+
+    fn on_key_set(&self, p: usize, status: Option<u16>, body_size: usize) {
+        let now = host::now_ms();
+        let parsed = match status {
+            Some(200) => KeySet::parse(&host::http_call_response_body(body_size)),
+            Some(s) => Err(format!("status {s}")),
+            None => Err("no response (timeout or reset)".to_owned()),
+        };
+        match parsed {
+            Ok(set) => {
+                for why in &set.skipped {
+                    host::log(
+                        Level::Info,
+                        &format!(
+                            "{NAME}: provider {}: skipped {why}",
+                            self.auth.provider_name(p)
+                        ),
+                    );
+                }
+                self.counters.jwks_ok[p].increment();
+                let refresh_ms = self
+                    .auth
+                    .remote_jwks(p)
+                    .map_or(300_000, |c| c.refresh_s * 1000);
+                {
+                    let mut state = self.state.borrow_mut();
+                    state.keys[p] = Some(Rc::new(set));
+                    if let Some(r) = state.remote[p].as_mut() {
+                        r.in_flight = false;
+                        r.failures = 0;
+                        r.next_fetch_ms = now + refresh_ms;
+                    }
+                }
+                let ready: Vec<_> = {
+                    let mut state = self.state.borrow_mut();
+                    let (ready, rest) = std::mem::take(&mut state.waiting)
+                        .into_iter()
+                        .partition(|w| w.borrow().keys_deadline.is_some_and(|(q, _)| q == p));
+                    state.waiting = rest;
+                    ready
+                };
+                for pending in ready {
+                    pending.borrow_mut().keys_deadline = None;
+                    self.resume(&pending);
+                }
+            }
+            Err(why) => {
+                // The last good key set (if any) keeps serving.
+                host::log(
+                    Level::Warn,
+                    &format!(
+                        "{NAME}: key set fetch for provider {} failed: {why}",
+                        self.auth.provider_name(p)
+                    ),
+                );
+                self.key_set_failed(p, now);
+            }
+        }
+    }
+
+    /// Requests that waited too long for a key set go on without it (503
+    /// unless another provider accepts them).
+    fn expire_waiting(&self, now: u64) {
+        let expired: Vec<_> = {
+            let mut state = self.state.borrow_mut();
+            state.waiting.retain(|w| !w.borrow().finished);
+            let (expired, rest) = std::mem::take(&mut state.waiting)
+                .into_iter()
+                .partition(|w| w.borrow().keys_deadline.is_some_and(|(_, d)| now >= d));
+            state.waiting = rest;
+            expired
+        };
+        for pending in expired {
+            {
+                let mut pend = pending.borrow_mut();
+                if let Some((p, _)) = pend.keys_deadline.take() {
+                    pend.eval.keys_unavailable(p);
+                }
+            }
+            self.resume(&pending);
+        }
+    }
+
+    /// Continues a paused request from outside its own callbacks.
+    fn resume(&self, pending: &Rc<RefCell<Pending>>) {
+        let id = pending.borrow().context_id;
+        if pending.borrow().finished || host::set_effective_context(id).is_err() {
+            return;
+        }
+        if let Action::Continue = self.drive(pending) {
+            let _ = host::continue_request();
+        }
+    }
+
+    /// Steps the evaluation until it is decided (applying the verdict) or
+    /// waits for I/O (then `Pause`). The effective context is the stream's.
+    fn drive(&self, pending: &Rc<RefCell<Pending>>) -> Action {
+        loop {
+            let step = {
+                let mut state = self.state.borrow_mut();
+                let State {
+                    keys,
+                    caches,
+                    host_crypto,
+                    ..
+                } = &mut *state;
+                let counters = &self.counters;
+                let mut verify = |req: &HostVerify<'_>| host_verify(host_crypto, counters, req);
+                let mut env = Env {
+                    now_s: host::now_ms() / 1000,
+                    keys,
+                    caches,
+                    host_verify: &mut verify,
+                };
+                let mut pend = pending.borrow_mut();
+                let Pending { headers, eval, .. } = &mut *pend;
+                self.auth.step(eval, headers, &mut env)
+            };
+            match step {
+                Step::Done(verdict) => return self.apply(pending, verdict),
+                Step::NeedKeys(p) => {
+                    let timeout = self.auth.remote_jwks(p).map_or(0, |c| c.timeout_ms);
+                    pending.borrow_mut().keys_deadline = Some((p, host::now_ms() + timeout));
+                    self.state.borrow_mut().waiting.push(pending.clone());
+                    return Action::Pause;
+                }
+                Step::NeedExtAuth(p) => {
+                    if self.dispatch_ext_auth(pending, p) {
+                        return Action::Pause;
+                    }
+                    pending
+                        .borrow_mut()
+                        .eval
+                        .ext_auth_answer(p, ExtAuthAnswer::Failed);
+                }
+            }
+        }
+    }
+
+    fn dispatch_ext_auth(&self, pending: &Rc<RefCell<Pending>>, p: usize) -> bool {
+        let Some(cfg) = self.auth.ext_auth(p) else {
+            return false;
+        };
+        let request = self.auth.ext_auth_request(p, &pending.borrow().headers);
+        // The SDK takes `&str` values; a non-UTF-8 header is not forwarded.
+        let headers: Vec<(&str, &str)> = request
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str(), std::str::from_utf8(v).ok()?)))
+            .collect();
+        match proxy_wasm::hostcalls::dispatch_http_call(
+            &cfg.cluster,
+            headers,
+            None,
+            vec![],
+            Duration::from_millis(cfg.timeout_ms),
+        ) {
+            Ok(token) => {
+                self.state
+                    .borrow_mut()
+                    .calls
+                    .insert(token, Call::ExtAuth(pending.clone(), p));
+                true
+            }
+            Err(status) => {
+                host::log(
+                    Level::Warn,
+                    &format!(
+                        "{NAME}: cannot call ext auth cluster {:?}: {status:?}",
+                        cfg.cluster
+                    ),
+                );
+                false
+            }
+        }
+    }
+
+    /// Carries out a verdict on the current stream.
+    fn apply(&self, pending: &Rc<RefCell<Pending>>, verdict: Verdict) -> Action {
+        let c = &self.counters;
+        match verdict {
+            Verdict::Allow {
+                identity,
+                failed_open,
+            } => {
+                c.allowed.increment();
+                if let Some(id) = identity {
+                    c.provider_allowed[id.provider].increment();
+                    if failed_open {
+                        c.failed_open[id.provider].increment();
+                    }
+                    for (name, value) in self.auth.identity_headers(&id) {
+                        if host::set_header(Headers::Request, name, &value).is_err() {
+                            c.header_errors.increment();
+                        }
+                    }
+                    let _ = host::set_property(CLAIMS_PROPERTY, &id.claims_json);
+                    // Routing may depend on the identity we just set.
+                    host::clear_route_cache();
+                }
+                Action::Continue
+            }
+            Verdict::Deny(denial) => {
+                c.by_reason[denial.reason.index()].increment();
+                if let Some(p) = denial.provider {
+                    c.provider_denied[p].increment();
+                }
+                if self.auth.dry_run() {
+                    c.dry_run_denied.increment();
+                    let path = pending
+                        .borrow()
+                        .headers
+                        .0
+                        .iter()
+                        .find(|(k, _)| k == ":path")
+                        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                        .unwrap_or_default();
+                    host::log(
+                        Level::Info,
+                        &format!(
+                            "{NAME}: dry run: would deny {path} with {} ({})",
+                            denial.status,
+                            denial.reason.as_str()
+                        ),
+                    );
+                    return Action::Continue;
+                }
+                c.denied.increment();
+                send_denial(&denial);
+                Action::Pause
+            }
+        }
+    }
+}
+
+fn send_denial(denial: &Denial) {
+    let details = format!("switchyard_auth_{}", denial.reason.as_str());
+    let result = match &denial.pass_back {
+        Some(pb) => {
+            let headers: Vec<(&str, &[u8])> = pb
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_slice()))
+                .collect();
+            host::send_local_response(u32::from(pb.status), &details, &pb.body, &headers)
+        }
+        None => {
+            let body = format!(
+                "{{\"error\":\"{}\",\"reason\":\"{}\"}}\n",
+                match denial.status {
+                    401 => "unauthenticated",
+                    403 => "forbidden",
+                    _ => "unavailable",
+                },
+                denial.reason.as_str()
+            );
+            let mut headers: Vec<(&str, &[u8])> = vec![("content-type", b"application/json")];
+            headers.extend(
+                denial
+                    .challenges
+                    .iter()
+                    .map(|c| ("www-authenticate", c.as_bytes())),
+            );
+            host::send_local_response(
+                u32::from(denial.status),
+                &details,
+                body.as_bytes(),
+                &headers,
+            )
+        }
+    };
+    if result.is_err() {
+        host::log(
+            Level::Error,
+            &format!("{NAME}: could not send the {} answer", denial.status),
+        );
+    }
+}
+
+/// Envoy's `verify_signature` foreign function: a protobuf
+/// `VerifySignatureArguments` in, `VerifySignatureResult` out.
+fn host_verify(state: &mut HostCrypto, counters: &Counters, req: &HostVerify<'_>) -> Option<bool> {
+    if *state == HostCrypto::No {
+        return None;
+    }
+    let mut args =
+        Vec::with_capacity(req.public_key.len() + req.signature.len() + req.text.len() + 32);
+    for (field, bytes) in [
+        (1u8, req.hash.as_bytes()),
+        (2, req.public_key),
+        (3, req.signature),
+        (4, req.text),
+    ] {
+        args.push(field << 3 | 2);
+        put_varint(&mut args, bytes.len() as u64);
+        args.extend_from_slice(bytes);
+    }
+    match host::call_foreign_function("verify_signature", &args) {
+        Ok(result) => {
+            *state = HostCrypto::Yes;
+            counters.verify_host.increment();
+            Some(verify_result(&result))
+        }
+        Err(host::Status::NOT_FOUND) => {
+            *state = HostCrypto::No;
+            host::log(
+                Level::Info,
+                &format!("{NAME}: the host has no verify_signature; checking signatures in wasm"),
+            );
+            None
+        }
+        // The host could not parse this key: check it in wasm.
+        Err(_) => None,
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// `result` (field 1, varint) of a `VerifySignatureResult`; anything unreadable is `false`.
+fn verify_result(bytes: &[u8]) -> bool {
+    let mut at = 0;
+    let mut valid = false;
+    while at < bytes.len() {
+        let tag = bytes[at];
+        at += 1;
+        let Some((v, used)) = get_varint(&bytes[at..]) else {
+            return false;
+        };
+        at += used;
+        match tag {
+            0x08 => valid = v == 1,
+            t if t & 7 == 2 => at += v as usize,
+            _ => return false,
+        }
+    }
+    valid
+}
+
+fn get_varint(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for (i, b) in bytes.iter().enumerate().take(10) {
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((v, i + 1));
+        }
+    }
+    None
+}
+
+pub struct AuthStream {
+    shared: Option<Rc<Shared>>,
+    context_id: u32,
+    pending: Option<Rc<RefCell<Pending>>>,
+}
+
+impl Context for AuthStream {
+    fn on_http_call_response(&mut self, token: u32, _: usize, body_size: usize, _: usize) {
+        if let Some(shared) = &self.shared {
+            shared.on_call_response(token, body_size);
+        }
+    }
+
+    fn on_done(&mut self) -> bool {
+        if let Some(p) = &self.pending {
+            p.borrow_mut().finished = true;
+        }
+        true
+    }
+}
+
+impl HttpContext for AuthStream {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(shared) = self.shared.clone() else {
+            // Unconfigured root: the host should not create streams; deny rather than allow.
+            let _ = host::send_local_response(503, "switchyard_auth_unconfigured", b"", &[]);
+            return Action::Pause;
+        };
+        let auth = &shared.auth;
+        // Only this filter may set identity headers.
+        for name in auth.stripped_headers() {
+            if host::remove_header(Headers::Request, name).is_err() {
+                shared.counters.header_errors.increment();
+            }
+        }
+        let mut headers = HeaderList(Vec::with_capacity(auth.header_names().len()));
+        for name in auth.header_names() {
+            match host::header(Headers::Request, name) {
+                Ok(Some(v)) => headers.0.push((name.clone(), v)),
+                Ok(None) => {}
+                Err(_) => shared.counters.header_errors.increment(),
+            }
+        }
+        let eval = auth.begin(&headers);
+        let pending = Rc::new(RefCell::new(Pending {
+            context_id: self.context_id,
+            headers,
+            eval,
+            finished: false,
+            keys_deadline: None,
+        }));
+        self.pending = Some(pending.clone());
+        shared.drive(&pending)
+    }
+}
