@@ -23,25 +23,72 @@ impl Received {
     }
 }
 
+/// A backend's answer to one request.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn new(status: u16, body: impl Into<String>) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// Decides a backend's answer; replaceable while it runs.
+pub type Responder = Arc<dyn Fn(&Received) -> Reply + Send + Sync>;
+
 pub struct Backend {
     pub version: String,
     pub port: u16,
     server: Arc<tiny_http::Server>,
     received: Arc<Mutex<Vec<Received>>>,
+    responder: Arc<Mutex<Option<Responder>>>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Backend {
     /// Starts an echo backend named `version` on a free loopback port.
     pub fn start(version: &str) -> Self {
+        Self::start_with(version, None)
+    }
+
+    /// Starts a backend that answers with `responder` (an identity provider,
+    /// an auth service…) instead of the echo.
+    pub fn serving(name: &str, responder: Responder) -> Self {
+        Self::start_with(name, Some(responder))
+    }
+
+    /// Changes how the backend answers from now on (e.g. to fail mid-run).
+    pub fn set_responder(&self, responder: Responder) {
+        *self.responder.lock().expect("lock") = Some(responder);
+    }
+
+    fn start_with(version: &str, responder: Option<Responder>) -> Self {
+        let responder = Arc::new(Mutex::new(responder));
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind echo backend"));
         let port = server.server_addr().to_ip().expect("tcp listener").port();
         let received = Arc::new(Mutex::new(Vec::new()));
         let threads = (0..4)
             .map(|_| {
-                let (server, received, version) =
-                    (server.clone(), received.clone(), version.to_owned());
-                std::thread::spawn(move || serve(&server, &received, &version))
+                let (server, received, version, responder) = (
+                    server.clone(),
+                    received.clone(),
+                    version.to_owned(),
+                    responder.clone(),
+                );
+                std::thread::spawn(move || serve(&server, &received, &version, &responder))
             })
             .collect();
         Self {
@@ -49,6 +96,7 @@ impl Backend {
             port,
             server,
             received,
+            responder,
             threads,
         }
     }
@@ -74,7 +122,12 @@ impl Drop for Backend {
     }
 }
 
-fn serve(server: &tiny_http::Server, received: &Mutex<Vec<Received>>, version: &str) {
+fn serve(
+    server: &tiny_http::Server,
+    received: &Mutex<Vec<Received>>,
+    version: &str,
+    responder: &Mutex<Option<Responder>>,
+) {
     while let Ok(mut request) = server.recv() {
         let mut headers = BTreeMap::new();
         for h in request.headers() {
@@ -96,6 +149,18 @@ fn serve(server: &tiny_http::Server, received: &Mutex<Vec<Received>>, version: &
             headers,
             body,
         };
+        let custom = responder.lock().expect("lock").clone();
+        if let Some(respond) = custom {
+            let reply = respond(&seen);
+            received.lock().expect("lock").push(seen);
+            let mut response =
+                tiny_http::Response::from_string(reply.body).with_status_code(reply.status);
+            for (k, v) in &reply.headers {
+                response = response.with_header(header(k, v));
+            }
+            let _ = request.respond(response);
+            continue;
+        }
         let echo = serde_json::json!({"version": version, "request": &seen});
         received.lock().expect("lock").push(seen);
         let response = tiny_http::Response::from_string(echo.to_string())

@@ -10,7 +10,7 @@ pub mod istio;
 pub mod paths;
 pub mod tokens;
 
-pub use backend::{Backend, Received};
+pub use backend::{Backend, Received, Reply, Responder};
 pub use bootstrap::Bootstrap;
 pub use envoy::Envoy;
 
