@@ -4,6 +4,7 @@
 //! EnvoyFilter patch runs in real Envoy.
 
 use serde_json::Value;
+use switchyard_core::auth::Auth;
 use switchyard_core::router::Router;
 use switchyard_tests::istio::{manifests, CrdSchemas};
 use switchyard_tests::{client, paths, send, Backend, Bootstrap, Envoy};
@@ -73,37 +74,99 @@ fn the_validator_rejects_what_an_api_server_rejects() {
     assert!(mutate(&|d| d["apiVersion"] = "extensions.istio.io/v9".into()).is_err());
 }
 
-/// The router configuration each manifest carries.
-fn router_configs() -> Vec<(String, Value)> {
+/// (file, plugin name, configuration) of every Wasm plugin a manifest carries.
+fn plugin_configs() -> Vec<(String, String, Value)> {
     let mut out = Vec::new();
     for (file, doc) in manifests() {
         let spec = &doc["spec"];
-        let config = match doc["kind"].as_str() {
-            Some("WasmPlugin") => spec["pluginConfig"].clone(),
-            Some("TrafficExtension") => spec["wasm"]["pluginConfig"].clone(),
+        let (name, config) = match doc["kind"].as_str() {
+            Some("WasmPlugin") => (&spec["pluginName"], spec["pluginConfig"].clone()),
+            Some("TrafficExtension") => (
+                &spec["wasm"]["pluginName"],
+                spec["wasm"]["pluginConfig"].clone(),
+            ),
             Some("EnvoyFilter") => {
-                let text = spec.pointer(
-                    "/configPatches/0/patch/value/typed_config/config/configuration/value",
-                );
-                serde_json::from_str(text.and_then(Value::as_str).unwrap_or("null")).unwrap()
+                let filter = spec.pointer("/configPatches/0/patch/value/typed_config/config");
+                let text = filter.and_then(|f| f.pointer("/configuration/value"));
+                (
+                    filter.map_or(&Value::Null, |f| &f["name"]),
+                    serde_json::from_str(text.and_then(Value::as_str).unwrap_or("null")).unwrap(),
+                )
             }
             _ => continue,
         };
-        out.push((file, config));
+        out.push((file, name.as_str().unwrap_or_default().to_owned(), config));
     }
     out
 }
 
 #[test]
 fn every_plugin_config_is_accepted_by_the_policy_core() {
-    let configs = router_configs();
-    assert_eq!(configs.len(), 3);
-    for (file, config) in configs {
-        let router = Router::from_json(config.to_string().as_bytes())
-            .unwrap_or_else(|e| panic!("{file}: {e}"));
-        // The VirtualService routes on the header the router writes.
-        assert_eq!(router.version_header(), "x-version", "{file}");
+    let configs = plugin_configs();
+    let count = |name: &str| configs.iter().filter(|(_, n, _)| n == name).count();
+    assert_eq!(
+        (count("version_router"), count("auth")),
+        (3, 1),
+        "{configs:?}"
+    );
+    for (file, name, config) in configs {
+        let json = config.to_string();
+        match name.as_str() {
+            "version_router" => {
+                let router =
+                    Router::from_json(json.as_bytes()).unwrap_or_else(|e| panic!("{file}: {e}"));
+                // The VirtualService routes on the header the router writes.
+                assert_eq!(router.version_header(), "x-version", "{file}");
+            }
+            "auth" => {
+                let auth =
+                    Auth::from_json(json.as_bytes()).unwrap_or_else(|e| panic!("{file}: {e}"));
+                // The router's `end-user` match must only ever see a verified value.
+                assert!(
+                    auth.stripped_headers().iter().any(|h| h == "end-user"),
+                    "{file}"
+                );
+            }
+            other => panic!("{file}: unknown plugin {other:?}"),
+        }
     }
+}
+
+#[test]
+fn auth_runs_before_the_router_on_the_gateway() {
+    let docs = manifests();
+    let phase = |plugin: &str| {
+        docs.iter()
+            .find(|(_, d)| d["kind"] == "WasmPlugin" && d["spec"]["pluginName"] == plugin)
+            .map(|(_, d)| d["spec"]["phase"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    assert_eq!(
+        (phase("auth").as_str(), phase("version_router").as_str()),
+        ("AUTHN", "AUTHZ")
+    );
+    // Every Istio cluster the auth filter calls is declared (`outbound|port||host`).
+    let (_, auth) = docs
+        .iter()
+        .find(|(_, d)| d["spec"]["pluginName"] == "auth")
+        .unwrap();
+    let entries: Vec<&Value> = docs
+        .iter()
+        .filter(|(_, d)| d["kind"] == "ServiceEntry")
+        .map(|(_, d)| d)
+        .collect();
+    let cluster = auth["spec"]["pluginConfig"]["providers"][0]["jwt"]["remote_jwks"]["cluster"]
+        .as_str()
+        .unwrap();
+    let host = cluster.rsplit("||").next().unwrap();
+    assert!(
+        entries.iter().any(|e| e["spec"]["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h == host)),
+        "{cluster}"
+    );
 }
 
 #[test]
@@ -113,10 +176,11 @@ fn virtual_service_subsets_exist_in_the_destination_rule() {
         .iter()
         .filter(|(_, d)| d["kind"] == "DestinationRule")
         .flat_map(|(_, d)| {
+            // A DestinationRule for TLS origination has no subsets.
             d["spec"]["subsets"]
                 .as_array()
-                .unwrap()
-                .iter()
+                .into_iter()
+                .flatten()
                 .map(|s| s["name"].as_str().unwrap())
         })
         .collect();
