@@ -74,7 +74,7 @@ demo: setup build
 
 ## bench: criterion benchmarks (harness vs native decisions)
 bench: setup build
-	$(CARGO) bench -p switchyard-harness --bench router
+	$(CARGO) bench -p switchyard-harness --bench router --bench auth
 
 clean:
 	$(CARGO) clean
