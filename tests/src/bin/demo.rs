@@ -1,8 +1,12 @@
 //! `make demo`: real Envoy with `version_router.wasm` in front of two echo
-//! backends (v1, v2), sample requests, and which version answered each.
+//! backends (v1, v2), sample requests, and which version answered each; then
+//! `auth.wasm` in front of the router, with a real JWKS server and real tokens.
 //! Everything it starts is stopped when it returns.
 
-use switchyard_tests::{client, paths, send, Backend, Bootstrap, Envoy};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use switchyard_tests::tokens::{self, mint};
+use switchyard_tests::{client, paths, send, Backend, Bootstrap, Envoy, Reply};
 
 /// A demo request: path, headers, and what it shows.
 type Sample<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
@@ -123,5 +127,118 @@ fn main() {
             println!("  {short:<40} {value}");
         }
     }
+    drop(envoy);
+    auth_demo();
     println!("\nStopping Envoy and the backends.");
+}
+
+/// auth.wasm before the router: only a verified identity reaches `end-user`.
+fn auth_demo() {
+    let (v1, v2) = (Backend::start("v1"), Backend::start("v2"));
+    let jwks = tokens::public_jwks().to_string();
+    let idp = Backend::serving(
+        "idp",
+        Arc::new(move |_| Reply::new(200, jwks.clone()).header("content-type", "application/json")),
+    );
+    let authz = Backend::serving(
+        "authz",
+        Arc::new(|r| match r.header("authorization") {
+            Some("Token good") => Reply::new(200, "").header("end-user", "partner-7"),
+            _ => Reply::new(403, "partner says no"),
+        }),
+    );
+    let config_path = paths::envoy_config("auth.yaml");
+    let mut bootstrap = Bootstrap::load(&config_path);
+    bootstrap
+        .set_cluster_port("v1", v1.port)
+        .set_cluster_port("v2", v2.port)
+        .set_cluster_port("idp", idp.port)
+        .set_cluster_port("authz", authz.port);
+    println!("\nStarting Envoy with auth.wasm -> version_router.wasm");
+    println!(
+        "  bootstrap: {} (JWKS served by a real HTTP server)",
+        config_path.display()
+    );
+    let envoy = Envoy::start(&bootstrap);
+
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let jason = format!("Bearer {}", mint("RS256", &tokens::claims("jason", now)));
+    let mut tester_claims = tokens::claims("kim", now);
+    tester_claims["groups"] = serde_json::json!(["testers"]);
+    let tester = format!("Bearer {}", mint("ES256", &tester_claims));
+    let mut old = tokens::claims("jason", now);
+    old["exp"] = serde_json::json!(now - 3600);
+    let expired = format!("Bearer {}", mint("RS256", &old));
+    let agent = client();
+    let ask = |path: &str, headers: &[(&str, &str)]| -> String {
+        let mut req = agent.get(&envoy.url(path));
+        for (k, v) in headers {
+            req = req.set(k, v);
+        }
+        let (status, resp) = send(req);
+        let version = resp.header("x-echo-version").unwrap_or("-").to_owned();
+        let body = resp.into_string().unwrap_or_default();
+        let reason = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|b| b["reason"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        format!("{status} {version} {reason}")
+    };
+    let samples: &[(&str, &[(&str, &str)], &str)] = &[
+        (
+            "/productpage",
+            &[("end-user", "jason")],
+            "the lab's header, no credential",
+        ),
+        (
+            "/productpage",
+            &[("authorization", &jason)],
+            "RS256 token for jason -> v2",
+        ),
+        (
+            "/productpage",
+            &[("authorization", &tester)],
+            "groups: [testers] claim -> v2",
+        ),
+        (
+            "/productpage",
+            &[("authorization", &expired)],
+            "expired token",
+        ),
+        (
+            "/productpage",
+            &[("x-api-key", "ci-secret")],
+            "API key: end-user ci-bot",
+        ),
+        (
+            "/partner/x",
+            &[("authorization", "Token good")],
+            "external auth allows",
+        ),
+        (
+            "/public/x",
+            &[("end-user", "jason")],
+            "anonymous path: header stripped",
+        ),
+    ];
+    println!("\n{:<60} answer", "request");
+    println!("{}", "-".repeat(72));
+    for (path, headers, what) in samples {
+        let shown: Vec<String> = headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", if v.len() > 24 { &v[..24] } else { v }))
+            .collect();
+        let line = format!("GET {path} {}", shown.join(", "));
+        println!("{line:<60} {}  ({what})", ask(path, headers));
+    }
+    println!("\nEnvoy counters (/stats):");
+    for (name, value) in envoy.stats() {
+        if let Some(short) = name.strip_prefix("wasmcustom.switchyard.auth.") {
+            if value > 0 {
+                println!("  {short:<40} {value}");
+            }
+        }
+    }
 }
