@@ -186,7 +186,7 @@ fn auth_demo() {
             .unwrap_or_default();
         format!("{status} {version} {reason}")
     };
-    let samples: &[(&str, &[(&str, &str)], &str)] = &[
+    let samples: &[Sample] = &[
         (
             "/productpage",
             &[("end-user", "jason")],
