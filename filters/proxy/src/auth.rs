@@ -390,6 +390,17 @@ impl Shared {
         }
     }
 
+    /// A stream ended (possibly while waiting): Envoy cancels its calls
+    /// without a callback, so drop everything that refers to it.
+    fn forget(&self, pending: &Rc<RefCell<Pending>>) {
+        pending.borrow_mut().finished = true;
+        let mut state = self.state.borrow_mut();
+        state.waiting.retain(|w| !Rc::ptr_eq(w, pending));
+        state
+            .calls
+            .retain(|_, c| !matches!(c, Call::ExtAuth(p, _) if Rc::ptr_eq(p, pending)));
+    }
+
     /// Continues a paused request from outside its own callbacks.
     fn resume(&self, pending: &Rc<RefCell<Pending>>) {
         let id = pending.borrow().context_id;
@@ -675,8 +686,8 @@ impl Context for AuthStream {
     }
 
     fn on_done(&mut self) -> bool {
-        if let Some(p) = &self.pending {
-            p.borrow_mut().finished = true;
+        if let (Some(shared), Some(p)) = (&self.shared, self.pending.take()) {
+            shared.forget(&p);
         }
         true
     }
