@@ -139,27 +139,8 @@ impl Context for AuthRoot {
 
 impl RootContext for AuthRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = match host::plugin_configuration() {
-            Ok(Some(b)) if !b.is_empty() => b,
-            _ => {
-                host::log(
-                    Level::Error,
-                    &format!(
-                        "{NAME}: invalid configuration: missing (providers and rules are required)"
-                    ),
-                );
-                return false;
-            }
-        };
-        let auth = match Auth::from_json(&bytes) {
-            Ok(auth) => auth,
-            Err(err) => {
-                host::log(
-                    Level::Error,
-                    &format!("{NAME}: invalid configuration: {err}"),
-                );
-                return false;
-            }
+        let Some(auth) = crate::configure(NAME, "providers and rules are", Auth::from_json) else {
+            return false;
         };
         let n = auth.provider_count();
         let keys = (0..n).map(|p| auth.static_keys(p)).collect();

@@ -8,6 +8,28 @@ pub mod auth;
 pub mod host;
 pub mod router;
 
+/// Reads and compiles the plugin configuration with `compile`, or logs one
+/// line naming the problem (and the field) and returns `None`, so that
+/// `on_configure` rejects the plugin.
+pub(crate) fn configure<T>(
+    filter: &str,
+    required: &str,
+    compile: impl FnOnce(&[u8]) -> Result<T, switchyard_core::ConfigError>,
+) -> Option<T> {
+    let error = match host::plugin_configuration() {
+        Ok(Some(bytes)) if !bytes.is_empty() => match compile(&bytes) {
+            Ok(compiled) => return Some(compiled),
+            Err(err) => err.to_string(),
+        },
+        _ => format!("missing ({required} required)"),
+    };
+    host::log(
+        host::Level::Error,
+        &format!("{filter}: invalid configuration: {error}"),
+    );
+    None
+}
+
 thread_local! {
     static SPLIT_DRAW: std::cell::Cell<u64> = std::cell::Cell::new(fastrand::u64(..));
 }

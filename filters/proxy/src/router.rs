@@ -1,7 +1,7 @@
 //! proxy-wasm glue for the version router: fetch the headers the decision
 //! reads, ask the core, write the version header and count the outcome.
 
-use crate::host::{self, Counter, Headers, Level};
+use crate::host::{self, Counter, Headers};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::rc::Rc;
@@ -36,47 +36,27 @@ impl Context for RouterRoot {}
 
 impl RootContext for RouterRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = match host::plugin_configuration() {
-            Ok(Some(b)) if !b.is_empty() => b,
-            _ => {
-                host::log(
-                    Level::Error,
-                    &format!(
-                        "{NAME}: invalid configuration: missing (default_version is required)"
-                    ),
-                );
-                return false;
-            }
+        let Some(router) = crate::configure(NAME, "default_version is", Router::from_json) else {
+            return false;
         };
-        match Router::from_json(&bytes) {
-            Ok(router) => {
-                let decisions = router
-                    .outcomes()
-                    .iter()
-                    .map(|o| {
-                        Counter::define(&format!(
-                            "switchyard.router.{}.{}.requests",
-                            host::stat_fragment(&o.rule),
-                            host::stat_fragment(&o.version)
-                        ))
-                    })
-                    .collect();
-                self.shared = Some(Rc::new(Shared {
-                    router,
-                    decisions,
-                    override_rejected: Counter::define("switchyard.router.override_rejected"),
-                    header_errors: Counter::define("switchyard.router.header_errors"),
-                }));
-                true
-            }
-            Err(err) => {
-                host::log(
-                    Level::Error,
-                    &format!("{NAME}: invalid configuration: {err}"),
-                );
-                false
-            }
-        }
+        let decisions = router
+            .outcomes()
+            .iter()
+            .map(|o| {
+                Counter::define(&format!(
+                    "switchyard.router.{}.{}.requests",
+                    host::stat_fragment(&o.rule),
+                    host::stat_fragment(&o.version)
+                ))
+            })
+            .collect();
+        self.shared = Some(Rc::new(Shared {
+            router,
+            decisions,
+            override_rejected: Counter::define("switchyard.router.override_rejected"),
+            header_errors: Counter::define("switchyard.router.header_errors"),
+        }));
+        true
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
