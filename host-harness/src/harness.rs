@@ -566,6 +566,20 @@ impl Harness {
         }
     }
 
+    /// The client goes away mid-request: the stream ends at once (no
+    /// response), its filters get `on_log`/`on_done`/`on_delete`, and its
+    /// pending HTTP calls are cancelled, as Envoy does on a downstream reset.
+    pub fn abort(&mut self, id: StreamId) {
+        if self.is_done(id) {
+            return;
+        }
+        if let Some(run) = self.runs.get_mut(&id) {
+            run.reset = true;
+        }
+        self.finish(id);
+        self.after_callback();
+    }
+
     /// Starts a stream without waiting for it (for interleaved streams).
     pub fn start(&mut self, request: Request) -> StreamId {
         self.deliver_queue_notifications();
@@ -1267,6 +1281,13 @@ impl Harness {
             run.finished_ns = Some(now);
         }
         let contexts = self.runs[&id].contexts.clone();
+        // Envoy cancels the HTTP calls a stream's contexts still wait for,
+        // without a callback.
+        for call in self.world.borrow_mut().http_calls.iter_mut() {
+            if !call.answered && contexts.get(call.vm) == Some(&Some(call.root_context)) {
+                call.answered = true;
+            }
+        }
         for (i, ctx) in contexts.iter().enumerate() {
             let Some(ctx) = *ctx else { continue };
             let f = &mut self.filters[i];
