@@ -12,6 +12,7 @@ pub mod headers;
 pub mod json;
 pub mod matcher;
 pub mod router;
+pub mod timeouts;
 
 pub use config::ConfigError;
 pub use headers::{HeaderList, RequestHeaders};
