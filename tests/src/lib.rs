@@ -29,3 +29,12 @@ pub fn send(req: ureq::Request) -> (u16, ureq::Response) {
         Err(e) => panic!("request failed: {e}"),
     }
 }
+
+/// GET `url` with `headers`; returns (status, response), never failing on 4xx/5xx.
+pub fn get(url: &str, headers: &[(&str, &str)]) -> (u16, ureq::Response) {
+    let mut req = client().get(url);
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    send(req)
+}

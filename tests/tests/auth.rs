@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use switchyard_tests::tokens::{self, mint};
-use switchyard_tests::{client, paths, send, Backend, Bootstrap, Envoy, Reply, Responder};
+use switchyard_tests::{paths, Backend, Bootstrap, Envoy, Reply, Responder};
 
 struct Setup {
     envoy: Envoy,
@@ -69,11 +69,7 @@ fn now_s() -> u64 {
 
 /// GET `path` with `headers`: (status, version that answered, body).
 fn get(s: &Setup, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
-    let mut req = client().get(&s.envoy.url(path));
-    for (k, v) in headers {
-        req = req.set(k, v);
-    }
-    let (status, resp) = send(req);
+    let (status, resp) = switchyard_tests::get(&s.envoy.url(path), headers);
     let version = resp.header("x-echo-version").unwrap_or("").to_owned();
     let www = resp.header("www-authenticate").unwrap_or("").to_owned();
     let body = resp.into_string().unwrap_or_default();

@@ -38,11 +38,7 @@ fn bootstrap(config: Option<&Value>, v1: &Backend, v2: &Backend) -> Bootstrap {
 /// Sends GET `path` with `headers`; returns (status, version that answered per
 /// the backend itself, `x-served-version` per the filter).
 fn get(s: &Setup, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
-    let mut req = client().get(&s.envoy.url(path));
-    for (k, v) in headers {
-        req = req.set(k, v);
-    }
-    let (status, resp) = send(req);
+    let (status, resp) = switchyard_tests::get(&s.envoy.url(path), headers);
     let served = resp.header("x-served-version").unwrap_or("").to_owned();
     let answered = resp.header("x-echo-version").unwrap_or("").to_owned();
     (status, answered, served)

@@ -135,6 +135,28 @@ pub struct Denial {
     pub pass_back: Option<PassBack>,
 }
 
+impl Denial {
+    /// The local reply's body: which kind of failure and why, never key material.
+    pub fn body(&self) -> String {
+        let error = match self.status {
+            401 => "unauthenticated",
+            403 => "forbidden",
+            _ => "unavailable",
+        };
+        format!(
+            "{{\"error\":\"{error}\",\"reason\":\"{}\"}}\n",
+            self.reason.as_str()
+        )
+    }
+}
+
+/// When to fetch a remote key set again after `failures` failures in a row:
+/// 1 s doubling to at most a minute, and never later than the refresh period.
+pub fn jwks_retry_after_ms(failures: u32, refresh_s: u64) -> u64 {
+    let backoff = 1000u64 << failures.saturating_sub(1).min(6);
+    backoff.min(60_000).min(refresh_s.saturating_mul(1000))
+}
+
 #[derive(Debug, Clone)]
 pub enum Verdict {
     Allow {
@@ -391,28 +413,23 @@ impl Auth {
                     format!("duplicate provider name {:?}", p.name),
                 ));
             }
-            let given = [
-                p.jwt.is_some(),
-                p.api_key.is_some(),
-                p.basic.is_some(),
-                p.ext_auth.is_some(),
-            ];
-            if given.iter().filter(|g| **g).count() != 1 {
-                return Err(ConfigError::new(
-                    field,
-                    "give exactly one of jwt, api_key, basic, ext_auth",
-                ));
-            }
-            let kind = if let Some(j) = &p.jwt {
-                Kind::Jwt(compile_jwt(j, &format!("{field}.jwt"))?)
-            } else if let Some(a) = &p.api_key {
-                Kind::ApiKey(compile_api_key(a, &format!("{field}.api_key"))?)
-            } else if let Some(b) = &p.basic {
-                Kind::Basic(compile_basic(b, &format!("{field}.basic"))?)
-            } else if let Some(e) = &p.ext_auth {
-                Kind::ExtAuth(compile_ext_auth(e, &format!("{field}.ext_auth"))?)
-            } else {
-                unreachable!("exactly one provider kind was checked above")
+            let kind = match (&p.jwt, &p.api_key, &p.basic, &p.ext_auth) {
+                (Some(j), None, None, None) => Kind::Jwt(compile_jwt(j, &format!("{field}.jwt"))?),
+                (None, Some(a), None, None) => {
+                    Kind::ApiKey(compile_api_key(a, &format!("{field}.api_key"))?)
+                }
+                (None, None, Some(b), None) => {
+                    Kind::Basic(compile_basic(b, &format!("{field}.basic"))?)
+                }
+                (None, None, None, Some(e)) => {
+                    Kind::ExtAuth(compile_ext_auth(e, &format!("{field}.ext_auth"))?)
+                }
+                _ => {
+                    return Err(ConfigError::new(
+                        field,
+                        "give exactly one of jwt, api_key, basic, ext_auth",
+                    ))
+                }
             };
             providers.push(Provider {
                 name: p.name.clone(),

@@ -15,7 +15,8 @@ use std::rc::Rc;
 use std::time::Duration;
 use switchyard_core::auth::jwt::{HostVerify, KeySet};
 use switchyard_core::auth::{
-    Auth, Caches, Denial, Env, Evaluation, ExtAuthAnswer, Reason, Step, Verdict,
+    jwks_retry_after_ms, Auth, Caches, Denial, Env, Evaluation, ExtAuthAnswer, Reason, Step,
+    Verdict,
 };
 use switchyard_core::claims::CLAIMS_PROPERTY;
 use switchyard_core::HeaderList;
@@ -23,8 +24,6 @@ use switchyard_core::HeaderList;
 const NAME: &str = "auth";
 /// How often the root checks key-set refreshes and waiting requests.
 const TICK_MS: u32 = 100;
-/// Retry backoff after a failed key-set fetch: 1 s doubling, at most a minute.
-const MAX_BACKOFF_MS: u64 = 60_000;
 
 struct Counters {
     allowed: Counter,
@@ -247,16 +246,12 @@ impl Shared {
 
     fn key_set_failed(&self, p: usize, now: u64) {
         self.counters.jwks_failed[p].increment();
-        let refresh_ms = self
-            .auth
-            .remote_jwks(p)
-            .map_or(MAX_BACKOFF_MS, |c| c.refresh_s * 1000);
+        let refresh_s = self.auth.remote_jwks(p).map_or(300, |c| c.refresh_s);
         let mut state = self.state.borrow_mut();
         if let Some(r) = state.remote[p].as_mut() {
             r.in_flight = false;
             r.failures = r.failures.saturating_add(1);
-            let backoff = 1000u64 << (r.failures - 1).min(6);
-            r.next_fetch_ms = now + backoff.min(MAX_BACKOFF_MS).min(refresh_ms);
+            r.next_fetch_ms = now + jwks_retry_after_ms(r.failures, refresh_s);
         }
     }
 
@@ -545,15 +540,7 @@ fn send_denial(denial: &Denial) {
             host::send_local_response(u32::from(pb.status), &details, &pb.body, &headers)
         }
         None => {
-            let body = format!(
-                "{{\"error\":\"{}\",\"reason\":\"{}\"}}\n",
-                match denial.status {
-                    401 => "unauthenticated",
-                    403 => "forbidden",
-                    _ => "unavailable",
-                },
-                denial.reason.as_str()
-            );
+            let body = denial.body();
             let mut headers: Vec<(&str, &[u8])> = vec![("content-type", b"application/json")];
             headers.extend(
                 denial

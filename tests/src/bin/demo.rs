@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use switchyard_tests::tokens::{self, mint};
-use switchyard_tests::{client, paths, send, Backend, Bootstrap, Envoy, Reply};
+use switchyard_tests::{get, paths, Backend, Bootstrap, Envoy, Reply};
 
 /// A demo request: path, headers, and what it shows.
 type Sample<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
@@ -43,13 +43,8 @@ fn main() {
     }
     println!("  override: {}\n", config["override"]);
 
-    let agent = client();
     let ask = |path: &str, headers: &[(&str, &str)]| -> String {
-        let mut req = agent.get(&envoy.url(path));
-        for (k, v) in headers {
-            req = req.set(k, v);
-        }
-        let (status, resp) = send(req);
+        let (status, resp) = get(&envoy.url(path), headers);
         format!("{status} {}", resp.header("x-echo-version").unwrap_or("-"))
     };
 
@@ -171,13 +166,8 @@ fn auth_demo() {
     let mut old = tokens::claims("jason", now);
     old["exp"] = serde_json::json!(now - 3600);
     let expired = format!("Bearer {}", mint("RS256", &old));
-    let agent = client();
     let ask = |path: &str, headers: &[(&str, &str)]| -> String {
-        let mut req = agent.get(&envoy.url(path));
-        for (k, v) in headers {
-            req = req.set(k, v);
-        }
-        let (status, resp) = send(req);
+        let (status, resp) = get(&envoy.url(path), headers);
         let version = resp.header("x-echo-version").unwrap_or("-").to_owned();
         let body = resp.into_string().unwrap_or_default();
         let reason = serde_json::from_str::<serde_json::Value>(&body)

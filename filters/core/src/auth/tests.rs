@@ -892,3 +892,42 @@ fn jwks_skips_unusable_keys_but_keeps_the_rest() {
     assert!(KeySet::parse(br#"{"keys": [{"kty": "oct", "k": "c2hvcnQ"}]}"#).is_err());
     assert!(KeySet::parse(br#"{"keys": [], "keys": []}"#).is_err());
 }
+
+#[test]
+fn key_set_retries_back_off_within_the_refresh_period() {
+    let waits: Vec<u64> = (1..=9).map(|f| jwks_retry_after_ms(f, 300)).collect();
+    assert_eq!(
+        waits,
+        vec![1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000]
+    );
+    assert_eq!(
+        jwks_retry_after_ms(5, 3),
+        3000,
+        "never later than refresh_s"
+    );
+}
+
+#[test]
+fn denial_bodies_name_the_reason_only() {
+    let mut host = Host::new(auth(json!({})));
+    let Verdict::Deny(d) = host.verdict(&bearer("/x", &mint(Algorithm::HS256).replace('.', "!")))
+    else {
+        panic!()
+    };
+    assert_eq!(
+        d.body(),
+        "{\"error\":\"unauthenticated\",\"reason\":\"token_malformed\"}\n"
+    );
+    let no_admin = mint_with(
+        Algorithm::RS256,
+        Some("rsa"),
+        &json!({"iss": "https://idp.example.com", "aud": "gateway", "sub": "kim", "exp": NOW + 60}),
+    );
+    let Verdict::Deny(d) = host.verdict(&bearer("/admin/x", &no_admin)) else {
+        panic!()
+    };
+    assert_eq!(
+        d.body(),
+        "{\"error\":\"forbidden\",\"reason\":\"claims_mismatch\"}\n"
+    );
+}
