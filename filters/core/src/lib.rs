@@ -12,6 +12,7 @@ pub mod headers;
 pub mod json;
 pub mod matcher;
 pub mod router;
+pub mod sampling;
 pub mod timeouts;
 
 pub use config::ConfigError;
