@@ -119,6 +119,7 @@ pub(crate) fn register(linker: &mut Linker<Host>) -> Result<()> {
         "proxy_set_tick_period_milliseconds",
         |mut c: C<'_>, period: i32| -> i32 {
             c.data_mut().tick_period_ms = period as u32 as u64;
+            c.data_mut().tick_sets += 1;
             done(&c, "proxy_set_tick_period_milliseconds", Ok(()))
         },
     )?;
@@ -530,13 +531,16 @@ pub(crate) fn register(linker: &mut Linker<Host>) -> Result<()> {
                 for (k, v) in headers.0 {
                     response.headers.add(&k.to_ascii_lowercase(), &v);
                 }
-                if grpc_status >= 0 {
-                    response
-                        .headers
-                        .replace("grpc-status", grpc_status.to_string().as_bytes());
-                }
                 response.body = body;
                 stream_flag(c.data(), |s| {
+                    let grpc = s
+                        .request_headers
+                        .as_ref()
+                        .and_then(|h| h.get("content-type"))
+                        .is_some_and(is_grpc_content_type);
+                    if grpc {
+                        response = grpc_local_reply(response, grpc_status);
+                    }
                     s.local_response = Some((response, details));
                     Ok(())
                 })
@@ -764,6 +768,54 @@ pub(crate) fn register(linker: &mut Linker<Host>) -> Result<()> {
     )?;
     crate::wasi::register(linker)?;
     Ok(())
+}
+
+fn is_grpc_content_type(v: &[u8]) -> bool {
+    v.strip_prefix(b"application/grpc")
+        .is_some_and(|rest| rest.is_empty() || rest[0] == b'+' || rest[0] == b';')
+}
+
+/// Envoy answers a gRPC caller's local reply as a trailers-only gRPC
+/// response: HTTP 200, the gRPC status (given, or mapped from the HTTP
+/// status) and the body as `grpc-message`. A non-gRPC caller never sees a
+/// gRPC status.
+fn grpc_local_reply(http: Response, grpc_status: i32) -> Response {
+    let code = if (0..=16).contains(&grpc_status) {
+        grpc_status as u32
+    } else {
+        match http.status {
+            400 => 13,
+            401 => 16,
+            403 => 7,
+            404 => 12,
+            429 | 502 | 503 | 504 => 14,
+            _ => 2,
+        }
+    };
+    let mut r = Response::new(200);
+    for (k, v) in &http.headers.0 {
+        if k != ":status" && k != "content-type" && k != "content-length" {
+            r.headers.add(k, v);
+        }
+    }
+    r.headers.replace("content-type", b"application/grpc");
+    r.headers
+        .replace("grpc-status", code.to_string().as_bytes());
+    if !http.body.is_empty() {
+        let message: String = http
+            .body
+            .iter()
+            .map(|&b| {
+                if (0x20..0x7f).contains(&b) && b != b'%' {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        r.headers.replace("grpc-message", message.as_bytes());
+    }
+    r
 }
 
 fn stream_flag(

@@ -3,6 +3,7 @@
 
 use crate::abi;
 use crate::model::{Cluster, Headers, LogEntry, Request, Response};
+use crate::router;
 use crate::vm::{
     check_module, engine, AbiVersion, CallResponse, Ctx, Host, PluginInfo, StreamMaps, Vm, VmSpec,
 };
@@ -123,6 +124,8 @@ pub struct UpstreamRequest {
     pub headers: Headers,
     #[serde(serialize_with = "crate::world::bytes_as_text")]
     pub body: Vec<u8>,
+    /// Attempts the router made (1 + retries).
+    pub attempts: u32,
 }
 
 /// Everything observed for one request.
@@ -194,11 +197,33 @@ enum Phase {
     Done,
 }
 
+/// The router's progress on one request (timeouts and retries).
+struct RouterRun {
+    policy: router::Policy,
+    cluster_name: String,
+    cluster: Cluster,
+    retries: u32,
+    global_at_ns: Option<u64>,
+    attempt: Attempt,
+}
+
+enum Attempt {
+    /// The next attempt starts at this time.
+    Backoff { until_ns: u64 },
+    Waiting {
+        answer_at_ns: u64,
+        per_try_at_ns: Option<u64>,
+        /// `None`: the upstream resets.
+        answer: Option<Response>,
+    },
+}
+
 struct StreamRun {
     contexts: Vec<Option<u32>>,
     phase: Phase,
     paused_at: Option<usize>,
     upstream: Option<UpstreamRequest>,
+    router: Option<RouterRun>,
     pending_response: Option<Option<Response>>,
     response: Option<Response>,
     local_reply: Option<(usize, String)>,
@@ -216,11 +241,10 @@ struct Filter {
     vm: Rc<RefCell<Vm>>,
     root: u32,
     tick_period_ms: u64,
+    tick_sets: u64,
     next_tick_ns: Option<u64>,
 }
 
-/// Default route timeout, as Envoy's router: a slower upstream gets 504.
-const ROUTE_TIMEOUT_MS: u64 = 15_000;
 /// How long a stream may stay paused before `send` gives up on it (virtual).
 const STREAM_WAIT_LIMIT_MS: u64 = 300_000;
 const DEFAULT_FUEL: u64 = 2_000_000_000;
@@ -342,6 +366,7 @@ impl Harness {
                 root_id: spec.root_id.clone(),
                 configuration: spec.configuration.clone(),
                 tick_period_ms: 0,
+                tick_sets: 0,
             },
         );
         if vm.store.data().root_context == 0 {
@@ -412,6 +437,7 @@ impl Harness {
             vm: handle,
             root,
             tick_period_ms: 0,
+            tick_sets: 0,
             next_tick_ns: None,
         });
         self.after_callback();
@@ -429,15 +455,16 @@ impl Harness {
 
     /// Defines a simulated cluster for HTTP calls and routes.
     pub fn cluster(&mut self, name: &str, cluster: Cluster) -> &mut Self {
-        self.world
-            .borrow_mut()
-            .clusters
-            .insert(name.into(), cluster);
+        let mut w = self.world.borrow_mut();
+        w.cluster_hits.remove(name);
+        w.clusters.insert(name.into(), cluster);
+        drop(w);
         self
     }
 
     /// The route's default upstream answer.
     pub fn upstream(&mut self, cluster: Cluster) -> &mut Self {
+        self.world.borrow_mut().cluster_hits.remove("upstream");
         self.upstream = cluster;
         self
     }
@@ -636,6 +663,7 @@ impl Harness {
                 },
                 paused_at: None,
                 upstream: None,
+                router: None,
                 pending_response: None,
                 response: None,
                 local_reply: None,
@@ -648,6 +676,8 @@ impl Harness {
             },
         );
         self.drive(id);
+        // A stream's callbacks may have set the root's tick period.
+        self.after_callback();
         id
     }
 
@@ -746,7 +776,7 @@ impl Harness {
             .map(|(id, _)| *id)
             .collect();
         for id in due {
-            self.upstream_answered(id);
+            self.upstream_due(id);
         }
         // HTTP calls.
         if !self.manual_calls {
@@ -862,8 +892,10 @@ impl Harness {
     fn after_callback(&mut self) {
         let now = self.world.borrow().now_ns;
         for f in &mut self.filters {
-            let period = f.vm.borrow().tick_period_of(f.root);
-            if period != f.tick_period_ms {
+            // Every set re-arms the timer, even with the same period (Envoy).
+            let (period, sets) = f.vm.borrow().tick_period_of(f.root);
+            if sets != f.tick_sets {
+                f.tick_sets = sets;
                 f.tick_period_ms = period;
                 f.next_tick_ns = (period > 0).then(|| now + period * 1_000_000);
             }
@@ -1157,39 +1189,105 @@ impl Harness {
             .and_then(|(_, _, c)| Some((c.clone(), self.world.borrow().clusters.get(c)?.clone())))
             .unwrap_or_else(|| ("upstream".into(), self.upstream.clone()));
         let mut upstream_headers = headers;
-        // Envoy's router tells the upstream its timeout.
-        if !upstream_headers.contains("x-envoy-expected-rq-timeout-ms") {
-            upstream_headers.add(
-                "x-envoy-expected-rq-timeout-ms",
-                ROUTE_TIMEOUT_MS.to_string().as_bytes(),
-            );
-        }
+        let policy = router::Policy::take_from(&mut upstream_headers);
         let now = self.world.borrow().now_ns;
         let run = self.runs.get_mut(&id).expect("run");
         run.upstream = Some(UpstreamRequest {
-            cluster: cluster_name,
+            cluster: cluster_name.clone(),
             headers: upstream_headers,
             body,
+            attempts: 0,
         });
-        let (delay, response) = if cluster.delay_ms > ROUTE_TIMEOUT_MS {
-            (
-                ROUTE_TIMEOUT_MS,
-                Some(
-                    Response::new(504)
-                        .header("content-type", "text/plain")
-                        .body("upstream request timeout"),
-                ),
-            )
+        run.router = Some(RouterRun {
+            global_at_ns: (policy.global_ms > 0).then(|| now + policy.global_ms * 1_000_000),
+            policy,
+            cluster_name,
+            cluster,
+            retries: 0,
+            attempt: Attempt::Backoff { until_ns: now },
+        });
+        self.upstream_due(id);
+    }
+
+    /// The router's next event for a stream: an attempt starts, answers,
+    /// times out, or the whole budget runs out.
+    fn upstream_due(&mut self, id: StreamId) {
+        let now = self.world.borrow().now_ns;
+        let run = self.runs.get_mut(&id).expect("run");
+        let Some(rr) = run.router.as_mut() else {
+            return;
+        };
+        let final_response = if rr.global_at_ns.is_some_and(|g| g <= now) {
+            Some(router::timeout_response())
         } else {
-            (cluster.delay_ms, cluster.response())
+            match &rr.attempt {
+                Attempt::Backoff { until_ns } if *until_ns <= now => {
+                    let answer = self
+                        .world
+                        .borrow_mut()
+                        .next_answer(&rr.cluster_name, &rr.cluster);
+                    if let Some(u) = run.upstream.as_mut() {
+                        u.attempts += 1;
+                    }
+                    rr.attempt = Attempt::Waiting {
+                        answer_at_ns: now + answer.delay_ms * 1_000_000,
+                        per_try_at_ns: (rr.policy.per_try_ms > 0)
+                            .then(|| now + rr.policy.per_try_ms * 1_000_000),
+                        answer: answer.response(),
+                    };
+                    None
+                }
+                Attempt::Waiting {
+                    answer_at_ns,
+                    per_try_at_ns,
+                    answer,
+                } => {
+                    let outcome = match per_try_at_ns {
+                        Some(p) if *p <= now && *p < *answer_at_ns => {
+                            Some(router::Outcome::PerTryTimeout)
+                        }
+                        _ if *answer_at_ns <= now => Some(
+                            answer
+                                .as_ref()
+                                .map_or(router::Outcome::Reset, router::Outcome::Answered),
+                        ),
+                        _ => None,
+                    };
+                    match outcome {
+                        None => None,
+                        Some(o) if rr.retries < rr.policy.max_retries && rr.policy.retries(o) => {
+                            rr.retries += 1;
+                            rr.attempt = Attempt::Backoff {
+                                until_ns: now + router::RETRY_BACKOFF_MS * 1_000_000,
+                            };
+                            None
+                        }
+                        Some(router::Outcome::PerTryTimeout) => Some(router::timeout_response()),
+                        Some(router::Outcome::Reset) => Some(router::reset_response()),
+                        Some(router::Outcome::Answered(r)) => Some(r.clone()),
+                    }
+                }
+                Attempt::Backoff { .. } => None,
+            }
         };
-        let response = response.or_else(|| Some(Response::new(503).header("content-type", "text/plain").body("upstream connect error or disconnect/reset before headers. reset reason: connection termination")));
-        run.pending_response = Some(response);
-        run.phase = Phase::Upstream {
-            at_ns: now + delay * 1_000_000,
-        };
-        if delay == 0 {
+        if let Some(response) = final_response {
+            run.router = None;
+            run.pending_response = Some(Some(response));
             self.upstream_answered(id);
+            return;
+        }
+        let next = match &rr.attempt {
+            Attempt::Backoff { until_ns } => *until_ns,
+            Attempt::Waiting {
+                answer_at_ns,
+                per_try_at_ns,
+                ..
+            } => per_try_at_ns.map_or(*answer_at_ns, |p| p.min(*answer_at_ns)),
+        };
+        let at_ns = rr.global_at_ns.map_or(next, |g| g.min(next));
+        run.phase = Phase::Upstream { at_ns };
+        if at_ns <= now {
+            self.upstream_due(id);
         }
     }
 

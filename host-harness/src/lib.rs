@@ -13,6 +13,7 @@ mod foreign;
 mod harness;
 pub mod model;
 mod properties;
+mod router;
 pub mod scenario;
 mod vm;
 mod wasi;

@@ -242,6 +242,10 @@ pub struct Cluster {
     /// The connection is reset instead of answering.
     #[serde(default)]
     pub reset: bool,
+    /// Answers for the first requests to this cluster, in order; later
+    /// requests get the cluster's own answer (e.g. fail once, then succeed).
+    #[serde(default)]
+    pub first: Vec<Cluster>,
 }
 
 fn ok() -> u16 {
@@ -256,6 +260,7 @@ impl Default for Cluster {
             body: String::new(),
             delay_ms: 0,
             reset: false,
+            first: Vec::new(),
         }
     }
 }
@@ -287,6 +292,12 @@ impl Cluster {
 
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_ascii_lowercase(), value.into()));
+        self
+    }
+
+    /// The first requests get `answers`, in order, before this cluster's own.
+    pub fn first(mut self, answers: impl IntoIterator<Item = Cluster>) -> Self {
+        self.first = answers.into_iter().collect();
         self
     }
 

@@ -63,6 +63,7 @@ pub(crate) struct PluginInfo {
     pub root_id: String,
     pub configuration: Vec<u8>,
     pub tick_period_ms: u64,
+    pub tick_sets: u64,
 }
 
 /// The wasmtime store data of one VM.
@@ -85,6 +86,8 @@ pub(crate) struct Host {
     pub root_context: u32,
     pub contexts: HashMap<u32, Ctx>,
     pub tick_period_ms: u64,
+    /// Calls to set the tick period: each re-arms the timer, as in Envoy.
+    pub tick_sets: u64,
     pub call_response: Option<CallResponse>,
     /// The last critical log line (the SDK's panic hook writes the panic message there).
     pub last_critical: Option<String>,
@@ -238,6 +241,7 @@ impl Vm {
             root_context: 0,
             contexts: HashMap::new(),
             tick_period_ms: 0,
+            tick_sets: 0,
             call_response: None,
             last_critical: None,
             exit_code: None,
@@ -316,13 +320,15 @@ impl Vm {
         h.ctx_root.remove(&ctx);
     }
 
-    /// The tick period a plugin asked for.
-    pub fn tick_period_of(&self, root: u32) -> u64 {
+    /// The tick period a plugin asked for, and how many times it set one.
+    pub fn tick_period_of(&self, root: u32) -> (u64, u64) {
         let h = self.store.data();
         if h.root_context == root {
-            h.tick_period_ms
+            (h.tick_period_ms, h.tick_sets)
         } else {
-            h.plugins.get(&root).map_or(0, |p| p.tick_period_ms)
+            h.plugins
+                .get(&root)
+                .map_or((0, 0), |p| (p.tick_period_ms, p.tick_sets))
         }
     }
 
@@ -337,15 +343,17 @@ impl Vm {
             return;
         }
         let current = h.root_context;
-        let period = h.tick_period_ms;
+        let (period, sets) = (h.tick_period_ms, h.tick_sets);
         if let Some(p) = h.plugins.get_mut(&current) {
             p.tick_period_ms = period;
+            p.tick_sets = sets;
         }
         if let Some(p) = h.plugins.get(&root).cloned() {
             h.plugin_name = p.name;
             h.root_id = p.root_id;
             h.plugin_configuration = p.configuration;
             h.tick_period_ms = p.tick_period_ms;
+            h.tick_sets = p.tick_sets;
             h.root_context = root;
         }
     }

@@ -102,6 +102,8 @@ pub struct World {
     /// Queue ids whose owners must be told (asynchronously, as Envoy posts it).
     pub(crate) queue_notifications: VecDeque<u32>,
     pub clusters: BTreeMap<String, Cluster>,
+    /// Requests each cluster has answered (for `Cluster::first`).
+    pub(crate) cluster_hits: HashMap<String, usize>,
     pub http_calls: Vec<HttpCall>,
     pub(crate) next_token: u32,
     pub trace: Vec<TraceEntry>,
@@ -133,6 +135,17 @@ impl World {
 
     pub fn now_ms(&self) -> u64 {
         (self.now_ns - EPOCH_START_NS) / 1_000_000
+    }
+
+    /// How cluster `name` (configured as `cluster`) answers its next request.
+    pub(crate) fn next_answer(&mut self, name: &str, cluster: &Cluster) -> Cluster {
+        let hits = self.cluster_hits.entry(name.to_owned()).or_default();
+        *hits += 1;
+        cluster
+            .first
+            .get(*hits - 1)
+            .cloned()
+            .unwrap_or_else(|| cluster.clone())
     }
 
     /// Deterministic random bytes for WASI `random_get` (splitmix64).
