@@ -361,6 +361,18 @@ pub fn send_local_response(
     body: &[u8],
     headers: &[(&str, &[u8])],
 ) -> Result<(), Status> {
+    send_local_response_grpc(status_code, details, body, headers, None)
+}
+
+/// As [`send_local_response`], with the gRPC status a gRPC caller gets
+/// (`None`: Envoy maps the HTTP status).
+pub fn send_local_response_grpc(
+    status_code: u32,
+    details: &str,
+    body: &[u8],
+    headers: &[(&str, &[u8])],
+    grpc_status: Option<u32>,
+) -> Result<(), Status> {
     let headers = serialize_pairs(headers);
     status(unsafe {
         proxy_send_local_response(
@@ -371,9 +383,16 @@ pub fn send_local_response(
             body.len(),
             headers.as_ptr(),
             headers.len(),
-            -1,
+            grpc_status.map_or(-1, |g| g as i32),
         )
     })
+}
+
+/// When the proxy received the current request (`request.time`, clock ms).
+pub fn request_start_ms() -> Option<u64> {
+    let bytes = property("request\0time").ok()??;
+    let nanos = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    Some(nanos / 1_000_000)
 }
 
 /// A property by its one-segment name (`Ok(None)` when absent).

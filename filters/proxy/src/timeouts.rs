@@ -1,0 +1,358 @@
+//! proxy-wasm glue for the timeouts filter: strip client-sent router
+//! controls, admit the request through the core, and either answer it, hold
+//! it (fault delay) or hand the router its budget and retry policy.
+//!
+//! Held requests are resumed by the root: its tick is armed for the earliest
+//! wake-up only while something waits, so an idle filter never ticks.
+
+use crate::host::{self, Counter, Headers, Level};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use switchyard_core::timeouts::{
+    grpc_timeout_value, Admission, Budget, Forward, Reply, ReplyKind, Step, Timeouts,
+    CLIENT_CONTROL_HEADERS,
+};
+use switchyard_core::HeaderList;
+
+const NAME: &str = "timeouts";
+
+struct RuleCounters {
+    timeout_set: Counter,
+    deadline_capped: Counter,
+    deadline_exceeded: Counter,
+}
+
+struct Counters {
+    /// One per rule, then one for requests no rule matched.
+    rules: Vec<RuleCounters>,
+    delayed: Vec<Counter>,
+    aborted: Vec<Counter>,
+    deadline_malformed: Counter,
+    header_errors: Counter,
+}
+
+impl Counters {
+    fn define(t: &Timeouts) -> Self {
+        let rule = |prefix: String| RuleCounters {
+            timeout_set: Counter::define(&format!("{prefix}.timeout_set")),
+            deadline_capped: Counter::define(&format!("{prefix}.deadline_capped")),
+            deadline_exceeded: Counter::define(&format!("{prefix}.deadline_exceeded")),
+        };
+        let fault = |what: &str| -> Vec<Counter> {
+            t.faults
+                .iter()
+                .map(|f| {
+                    Counter::define(&format!(
+                        "switchyard.timeouts.fault.{}.{what}",
+                        host::stat_fragment(&f.name)
+                    ))
+                })
+                .collect()
+        };
+        Self {
+            rules: t
+                .rules
+                .iter()
+                .map(|r| {
+                    rule(format!(
+                        "switchyard.timeouts.rule.{}",
+                        host::stat_fragment(&r.name)
+                    ))
+                })
+                .chain([rule("switchyard.timeouts.no_rule".into())])
+                .collect(),
+            delayed: fault("delayed"),
+            aborted: fault("aborted"),
+            deadline_malformed: Counter::define("switchyard.timeouts.deadline_malformed"),
+            header_errors: Counter::define("switchyard.timeouts.header_errors"),
+        }
+    }
+
+    fn rule(&self, adm: &Admission) -> Option<&RuleCounters> {
+        self.rules
+            .get(adm.rule.unwrap_or(self.rules.len().saturating_sub(1)))
+    }
+}
+
+/// A request held by a fault delay until `wake_ms`.
+struct Held {
+    context_id: u32,
+    admission: Admission,
+    wake_ms: u64,
+}
+
+struct Shared {
+    timeouts: Timeouts,
+    counters: Counters,
+    held: RefCell<Vec<Held>>,
+    /// The clock time the root's tick is armed for, if it is.
+    armed_for: Cell<Option<u64>>,
+}
+
+#[derive(Default)]
+pub struct TimeoutsRoot {
+    shared: Option<Rc<Shared>>,
+}
+
+impl TimeoutsRoot {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Context for TimeoutsRoot {}
+
+impl RootContext for TimeoutsRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let Some(timeouts) =
+            crate::configure(NAME, "rules, deadline or faults are", Timeouts::from_json)
+        else {
+            return false;
+        };
+        self.shared = Some(Rc::new(Shared {
+            counters: Counters::define(&timeouts),
+            timeouts,
+            held: RefCell::new(Vec::new()),
+            armed_for: Cell::new(None),
+        }));
+        true
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(shared) = &self.shared {
+            shared.wake_due(host::now_ms());
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(TimeoutsStream {
+            shared: self.shared.clone(),
+            context_id,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+impl Shared {
+    /// Carries out `step` for the stream that is the effective context.
+    fn apply(&self, adm: &Admission, step: Step, context_id: u32) -> Action {
+        match step {
+            Step::Wait(wake_ms) => {
+                self.held.borrow_mut().push(Held {
+                    context_id,
+                    admission: adm.clone(),
+                    wake_ms,
+                });
+                self.arm(host::now_ms(), false);
+                Action::Pause
+            }
+            Step::Reply(reply) => {
+                self.reply(adm, &reply);
+                Action::Pause
+            }
+            Step::Forward(fwd) => {
+                self.forward(adm, &fwd);
+                Action::Continue
+            }
+        }
+    }
+
+    fn reply(&self, adm: &Admission, reply: &Reply) {
+        match reply.kind {
+            ReplyKind::DeadlineExceeded => {
+                if let Some(c) = self.counters.rule(adm) {
+                    c.deadline_exceeded.increment();
+                }
+            }
+            ReplyKind::Abort => {
+                if let Some(c) = adm.fault.and_then(|f| self.counters.aborted.get(f)) {
+                    c.increment();
+                }
+            }
+        }
+        let fault = adm
+            .fault
+            .and_then(|f| self.timeouts.faults.get(f))
+            .filter(|_| reply.kind == ReplyKind::Abort);
+        let mut headers: Vec<(&str, &[u8])> = vec![("content-type", b"text/plain")];
+        if let Some(f) = fault {
+            headers.push(("x-switchyard-fault", f.name.as_bytes()));
+        }
+        // gRPC statuses only mean something to gRPC callers; Envoy maps the
+        // HTTP status for them when none is given.
+        let grpc_status = reply.grpc_status.filter(|_| adm.grpc);
+        if host::send_local_response_grpc(
+            u32::from(reply.status),
+            reply.details,
+            reply.body.as_bytes(),
+            &headers,
+            grpc_status,
+        )
+        .is_err()
+        {
+            host::log(
+                Level::Error,
+                &format!("{NAME}: could not send the local response"),
+            );
+        }
+    }
+
+    /// Writes the router's timeout and retry headers and the propagated deadline.
+    fn forward(&self, adm: &Admission, fwd: &Forward) {
+        let mut failed = false;
+        let mut set = |name: &str, value: &[u8]| {
+            failed |= host::set_header(Headers::Request, name, value).is_err();
+        };
+        if let Some(ms) = fwd.timeout_ms {
+            set("x-envoy-upstream-rq-timeout-ms", ms.to_string().as_bytes());
+        }
+        if let Some(ms) = fwd.per_try_timeout_ms {
+            set(
+                "x-envoy-upstream-rq-per-try-timeout-ms",
+                ms.to_string().as_bytes(),
+            );
+        }
+        let rule = adm.rule.and_then(|r| self.timeouts.rules.get(r));
+        if let Some(rt) = rule.and_then(|r| r.retries.as_ref()) {
+            set("x-envoy-max-retries", rt.attempts.to_string().as_bytes());
+            for (name, value) in [
+                ("x-envoy-retry-on", &rt.http_on),
+                ("x-envoy-retry-grpc-on", &rt.grpc_on),
+                ("x-envoy-retriable-status-codes", &rt.status_codes),
+            ] {
+                if !value.is_empty() {
+                    set(name, value.as_bytes());
+                }
+            }
+        }
+        if let (Some(d), Some(ms)) = (&self.timeouts.deadline, fwd.propagate_ms) {
+            if let Some(p) = &d.propagate {
+                set(p, ms.to_string().as_bytes());
+            }
+            if adm.grpc {
+                set("grpc-timeout", grpc_timeout_value(ms).as_bytes());
+            }
+        }
+        if failed {
+            self.counters.header_errors.increment();
+        }
+        if let Some(c) = self.counters.rule(adm) {
+            if fwd.timeout_ms.is_some() {
+                c.timeout_set.increment();
+            }
+            if adm.capped {
+                c.deadline_capped.increment();
+            }
+        }
+    }
+
+    /// Arms the root's tick for the earliest held request, or stops it.
+    /// `force` re-arms even for the same wake-up (the tick just fired, and
+    /// Envoy would repeat its old period).
+    fn arm(&self, now: u64, force: bool) {
+        let next = self.held.borrow().iter().map(|h| h.wake_ms).min();
+        if next == self.armed_for.get() && !force {
+            return;
+        }
+        let period = next.map_or(0, |n| n.saturating_sub(now).clamp(1, u64::from(u32::MAX)));
+        if host::set_tick_period_ms(period as u32).is_err() {
+            host::log(
+                Level::Error,
+                &format!("{NAME}: the host refused a tick period; delayed requests will wait"),
+            );
+        }
+        self.armed_for.set(next);
+    }
+
+    /// Steps every held request that is due.
+    fn wake_due(&self, now: u64) {
+        let due: Vec<Held> = {
+            let mut held = self.held.borrow_mut();
+            let (due, rest) = std::mem::take(&mut *held)
+                .into_iter()
+                .partition(|h| h.wake_ms <= now);
+            *held = rest;
+            due
+        };
+        for h in due {
+            if host::set_effective_context(h.context_id).is_err() {
+                continue; // The stream is gone.
+            }
+            let step = self.timeouts.step(&h.admission, now);
+            if let Action::Continue = self.apply(&h.admission, step, h.context_id) {
+                let _ = host::continue_request();
+            }
+        }
+        self.arm(now, true);
+    }
+
+    /// A stream ended; it may have been held (a client gave up during a delay).
+    fn forget(&self, context_id: u32) {
+        let mut held = self.held.borrow_mut();
+        let before = held.len();
+        held.retain(|h| h.context_id != context_id);
+        let changed = held.len() != before;
+        drop(held);
+        if changed {
+            self.arm(host::now_ms(), false);
+        }
+    }
+}
+
+pub struct TimeoutsStream {
+    shared: Option<Rc<Shared>>,
+    context_id: u32,
+}
+
+impl Context for TimeoutsStream {
+    fn on_done(&mut self) -> bool {
+        if let Some(shared) = &self.shared {
+            shared.forget(self.context_id);
+        }
+        true
+    }
+}
+
+impl HttpContext for TimeoutsStream {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(shared) = self.shared.as_deref() else {
+            return Action::Continue;
+        };
+        let t = &shared.timeouts;
+        // Only the policy may set the router's timeouts and retries.
+        for name in CLIENT_CONTROL_HEADERS {
+            if host::remove_header(Headers::Request, name).is_err() {
+                shared.counters.header_errors.increment();
+            }
+        }
+        let mut headers = HeaderList(Vec::with_capacity(t.header_names().len()));
+        for name in t.header_names() {
+            match host::header(Headers::Request, name) {
+                Ok(Some(v)) => headers.0.push((name.clone(), v)),
+                Ok(None) => {}
+                Err(_) => shared.counters.header_errors.increment(),
+            }
+        }
+        let now = host::now_ms();
+        // A start time an hour off is not this request's; count from now.
+        let arrived = host::request_start_ms()
+            .filter(|a| now.abs_diff(*a) < 3_600_000)
+            .unwrap_or(now);
+        let adm = t.admit(&headers, arrived, now, crate::next_split_draw());
+        if adm.budget == Budget::Malformed {
+            shared.counters.deadline_malformed.increment();
+        }
+        if adm.delay_until_ms.is_some() {
+            if let Some(c) = adm.fault.and_then(|f| shared.counters.delayed.get(f)) {
+                c.increment();
+            }
+        }
+        let step = t.step(&adm, now);
+        shared.apply(&adm, step, self.context_id)
+    }
+}
