@@ -1,11 +1,22 @@
 //! A real HTTP echo backend on loopback: answers every request with a JSON
 //! echo of what it received and its version name, and records each request
 //! so tests can assert on what the upstream saw.
+//!
+//! It runs hyper on a tokio runtime of its own thread: any number of
+//! keep-alive connections and slow (`/delay/<seconds>`) requests at once,
+//! as a proxy under test opens them.
 
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// One request as the backend received it.
 #[derive(Debug, Clone, Serialize)]
@@ -52,10 +63,15 @@ pub type Responder = Arc<dyn Fn(&Received) -> Reply + Send + Sync>;
 pub struct Backend {
     pub version: String,
     pub port: u16,
-    server: Arc<tiny_http::Server>,
-    received: Arc<Mutex<Vec<Received>>>,
-    responder: Arc<Mutex<Option<Responder>>>,
-    threads: Vec<JoinHandle<()>>,
+    state: Arc<State>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct State {
+    version: String,
+    received: Mutex<Vec<Received>>,
+    responder: Mutex<Option<Responder>>,
 }
 
 impl Backend {
@@ -72,104 +88,149 @@ impl Backend {
 
     /// Changes how the backend answers from now on (e.g. to fail mid-run).
     pub fn set_responder(&self, responder: Responder) {
-        *self.responder.lock().expect("lock") = Some(responder);
+        *self.state.responder.lock().expect("lock") = Some(responder);
     }
 
     fn start_with(version: &str, responder: Option<Responder>) -> Self {
-        let responder = Arc::new(Mutex::new(responder));
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind echo backend"));
-        let port = server.server_addr().to_ip().expect("tcp listener").port();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let threads = (0..4)
-            .map(|_| {
-                let (server, received, version, responder) = (
-                    server.clone(),
-                    received.clone(),
-                    version.to_owned(),
-                    responder.clone(),
-                );
-                std::thread::spawn(move || serve(&server, &received, &version, &responder))
-            })
-            .collect();
+        let state = Arc::new(State {
+            version: version.into(),
+            received: Mutex::new(Vec::new()),
+            responder: Mutex::new(responder),
+        });
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind echo backend");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let port = listener.local_addr().expect("local address").port();
+        let (stop, stopped) = oneshot::channel();
+        let thread_state = state.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            runtime.block_on(serve(listener, thread_state, stopped));
+        });
         Self {
             version: version.into(),
             port,
-            server,
-            received,
-            responder,
-            threads,
+            state,
+            stop: Some(stop),
+            thread: Some(thread),
         }
     }
 
     /// Everything received so far.
     pub fn received(&self) -> Vec<Received> {
-        self.received.lock().expect("lock").clone()
+        self.state.received.lock().expect("lock").clone()
     }
 
     pub fn count(&self) -> usize {
-        self.received.lock().expect("lock").len()
+        self.state.received.lock().expect("lock").len()
     }
 }
 
 impl Drop for Backend {
     fn drop(&mut self) {
-        for _ in &self.threads {
-            self.server.unblock();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
         }
-        for t in self.threads.drain(..) {
+        if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-fn serve(
-    server: &tiny_http::Server,
-    received: &Mutex<Vec<Received>>,
-    version: &str,
-    responder: &Mutex<Option<Responder>>,
+/// Accepts connections until told to stop; each is served on its own task.
+async fn serve(
+    listener: std::net::TcpListener,
+    state: Arc<State>,
+    mut stopped: oneshot::Receiver<()>,
 ) {
-    while let Ok(mut request) = server.recv() {
-        let mut headers = BTreeMap::new();
-        for h in request.headers() {
-            let name = h.field.as_str().as_str().to_ascii_lowercase();
-            let value = h.value.as_str().to_owned();
-            headers
-                .entry(name)
-                .and_modify(|v: &mut String| {
-                    v.push(',');
-                    v.push_str(&value);
-                })
-                .or_insert(value);
-        }
-        let mut body = String::new();
-        let _ = request.as_reader().read_to_string(&mut body);
-        let seen = Received {
-            method: request.method().as_str().to_owned(),
-            path: request.url().to_owned(),
-            headers,
-            body,
+    let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+    loop {
+        let stream = tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
         };
-        let custom = responder.lock().expect("lock").clone();
-        if let Some(respond) = custom {
-            let reply = respond(&seen);
-            received.lock().expect("lock").push(seen);
-            let mut response =
-                tiny_http::Response::from_string(reply.body).with_status_code(reply.status);
-            for (k, v) in &reply.headers {
-                response = response.with_header(header(k, v));
-            }
-            let _ = request.respond(response);
-            continue;
-        }
-        let echo = serde_json::json!({"version": version, "request": &seen});
-        received.lock().expect("lock").push(seen);
-        let response = tiny_http::Response::from_string(echo.to_string())
-            .with_header(header("content-type", "application/json"))
-            .with_header(header("x-echo-version", version));
-        let _ = request.respond(response);
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| answer(req, state.clone()));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
     }
 }
 
-fn header(name: &str, value: &str) -> tiny_http::Header {
-    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("valid header")
+async fn answer(
+    req: hyper::Request<Incoming>,
+    state: Arc<State>,
+) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let mut headers = BTreeMap::new();
+    for (name, value) in &parts.headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        headers
+            .entry(name.as_str().to_owned())
+            .and_modify(|v: &mut String| {
+                v.push(',');
+                v.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    let body = body
+        .collect()
+        .await
+        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+        .unwrap_or_default();
+    let seen = Received {
+        method: parts.method.as_str().to_owned(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned()),
+        headers,
+        body,
+    };
+    let wait = delay_of(&seen.path);
+    let custom = state.responder.lock().expect("lock").clone();
+    // Recorded on arrival: a proxy that gives up on a slow answer does not wait.
+    state.received.lock().expect("lock").push(seen.clone());
+    if let Some(wait) = wait {
+        tokio::time::sleep(wait).await;
+    }
+    let reply = match custom {
+        Some(respond) => respond(&seen),
+        None => {
+            let echo = serde_json::json!({"version": state.version, "request": &seen});
+            Reply::new(200, echo.to_string())
+                .header("content-type", "application/json")
+                .header("x-echo-version", &state.version)
+        }
+    };
+    let mut response = hyper::Response::new(Full::new(Bytes::from(reply.body)));
+    *response.status_mut() = hyper::StatusCode::from_u16(reply.status)
+        .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    for (k, v) in &reply.headers {
+        if let (Ok(k), Ok(v)) = (
+            hyper::header::HeaderName::from_bytes(k.as_bytes()),
+            hyper::header::HeaderValue::from_str(v),
+        ) {
+            response.headers_mut().append(k, v);
+        }
+    }
+    Ok(response)
+}
+
+/// The wait a path asks for with a `/delay/<seconds>` segment pair (at most 10 s).
+fn delay_of(path: &str) -> Option<Duration> {
+    let path = path.split('?').next().unwrap_or(path);
+    let mut segments = path.split('/');
+    segments.find(|s| *s == "delay")?;
+    let secs: f64 = segments.next()?.parse().ok()?;
+    (secs.is_finite() && secs > 0.0).then(|| Duration::from_secs_f64(secs.min(10.0)))
 }

@@ -1,0 +1,225 @@
+//! The timeouts filter in real Envoy after the version router, with real
+//! backends that can be told to wait (`/delay/<seconds>`) or to fail.
+
+use serde_json::Value;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use switchyard_tests::{paths, Backend, Bootstrap, Envoy, Reply};
+
+struct Setup {
+    envoy: Envoy,
+    v1: Backend,
+    v2: Backend,
+}
+
+/// Envoy with `envoy-config/timeouts.yaml` in front of `v1` and `v2`.
+fn setup_with(v1: Backend, v2: Backend, edit: impl FnOnce(&mut Value)) -> Setup {
+    let mut b = Bootstrap::load(&paths::envoy_config("timeouts.yaml"));
+    b.set_cluster_port("v1", v1.port)
+        .set_cluster_port("v2", v2.port);
+    let mut config = b.filter_config("switchyard.timeouts");
+    edit(&mut config);
+    b.set_filter_config("switchyard.timeouts", &config);
+    Setup {
+        envoy: Envoy::start(&b),
+        v1,
+        v2,
+    }
+}
+
+fn setup() -> Setup {
+    setup_with(Backend::start("v1"), Backend::start("v2"), |_| {})
+}
+
+/// GET through Envoy: (status, elapsed, body, response headers we care about).
+fn timed(s: &Setup, path: &str, headers: &[(&str, &str)]) -> (u16, Duration, String) {
+    let t0 = Instant::now();
+    let (status, resp) = switchyard_tests::get(&s.envoy.url(path), headers);
+    let fault = resp.header("x-switchyard-fault").unwrap_or("").to_owned();
+    let body = resp.into_string().unwrap_or_default();
+    (
+        status,
+        t0.elapsed(),
+        format!("{fault} {body}").trim().to_owned(),
+    )
+}
+
+fn within(d: Duration, low_ms: u64, high_ms: u64) -> bool {
+    d >= Duration::from_millis(low_ms) && d <= Duration::from_millis(high_ms)
+}
+
+#[test]
+fn the_lab_half_second_timeout_over_a_two_second_upstream_is_504() {
+    let s = setup();
+    // jason → v2, whose reviews rule allows 0.5 s.
+    let (status, elapsed, body) = timed(&s, "/reviews/delay/2", &[("end-user", "jason")]);
+    assert_eq!(status, 504, "{body}");
+    assert!(within(elapsed, 450, 900), "{elapsed:?}");
+    assert_eq!(body, "upstream request timeout");
+    // Per try 200 ms, two retries: the upstream saw three attempts.
+    assert_eq!(s.v2.count(), 3);
+    let seen = &s.v2.received()[0];
+    assert_eq!(seen.header("x-envoy-expected-rq-timeout-ms"), Some("200"));
+    assert_eq!(seen.header("x-envoy-upstream-rq-timeout-ms"), None);
+    assert_eq!(
+        s.envoy
+            .counter("wasmcustom.switchyard.timeouts.rule.reviews-v2.timeout_set"),
+        1
+    );
+    // Others keep the default rule's 3 s.
+    let (status, _, _) = timed(&s, "/reviews/delay/1", &[]);
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn a_client_cannot_lengthen_its_own_timeout() {
+    let s = setup();
+    let (status, elapsed, _) = timed(
+        &s,
+        "/reviews/delay/2",
+        &[
+            ("end-user", "jason"),
+            ("x-envoy-upstream-rq-timeout-ms", "60000"),
+            ("x-envoy-upstream-rq-per-try-timeout-ms", "60000"),
+            ("x-envoy-max-retries", "0"),
+        ],
+    );
+    assert_eq!(status, 504);
+    assert!(within(elapsed, 450, 900), "{elapsed:?}");
+}
+
+#[test]
+fn an_inbound_deadline_shortens_the_budget_and_travels_upstream() {
+    let s = setup();
+    let (status, elapsed, _) = timed(&s, "/delay/2", &[("x-request-timeout-ms", "300")]);
+    assert_eq!(status, 504);
+    assert!(within(elapsed, 250, 700), "{elapsed:?}");
+    // What the upstream is told is what is left: the 300 ms less the time in
+    // the proxy (request.time from Envoy), never more.
+    let told: u64 = s.v1.received()[0]
+        .header("x-request-timeout-ms")
+        .expect("propagated")
+        .parse()
+        .unwrap();
+    assert!((200..=300).contains(&told), "{told}");
+    let (status, _, _) = timed(&s, "/", &[("grpc-timeout", "1S")]);
+    assert_eq!(status, 200);
+    assert_eq!(
+        s.v1.received()[1].header("x-envoy-expected-rq-timeout-ms"),
+        s.v1.received()[1].header("x-request-timeout-ms")
+    );
+    assert_eq!(
+        s.envoy
+            .counter("wasmcustom.switchyard.timeouts.rule.default.deadline_capped"),
+        2
+    );
+}
+
+#[test]
+fn an_exhausted_deadline_is_504_without_touching_the_upstream() {
+    let s = setup();
+    let (status, elapsed, body) = timed(&s, "/", &[("x-request-timeout-ms", "3")]);
+    assert_eq!((status, body.as_str()), (504, "deadline exceeded"));
+    assert!(elapsed < Duration::from_millis(500), "{elapsed:?}");
+    assert_eq!(s.v1.count() + s.v2.count(), 0);
+    assert_eq!(
+        s.envoy
+            .counter("wasmcustom.switchyard.timeouts.rule.default.deadline_exceeded"),
+        1
+    );
+}
+
+#[test]
+fn retries_recover_from_an_upstream_that_fails_once() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let flaky = Backend::serving(
+        "v2",
+        Arc::new(move |_| {
+            if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                Reply::new(503, "warming up")
+            } else {
+                Reply::new(200, "ok from v2")
+            }
+        }),
+    );
+    let s = setup_with(Backend::start("v1"), flaky, |_| {});
+    let (status, _, body) = timed(&s, "/reviews/1", &[("end-user", "jason")]);
+    assert_eq!((status, body.as_str()), (200, "ok from v2"));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(s.envoy.counter("cluster.v2.upstream_rq_retry"), 1);
+    // Without a retry policy (default rule) the failure is the answer.
+    calls.store(0, Ordering::SeqCst);
+    let s2 = setup_with(
+        Backend::serving("v1", Arc::new(|_| Reply::new(503, "down"))),
+        Backend::start("v2"),
+        |_| {},
+    );
+    assert_eq!(timed(&s2, "/reviews/1", &[]).0, 503);
+    assert_eq!(s2.v1.count(), 1);
+}
+
+#[test]
+fn fault_delay_holds_the_aimed_requests_only() {
+    let s = setup_with(Backend::start("v1"), Backend::start("v2"), |c| {
+        c["faults"][0]["delay"]["fixed_ms"] = 700.into();
+    });
+    // Several at once: each resumes on time.
+    let handles: Vec<_> = (0..6)
+        .map(|i| {
+            let url = s.envoy.url(&format!("/ratings/{i}"));
+            std::thread::spawn(move || {
+                let t0 = Instant::now();
+                let (status, _) = switchyard_tests::get(&url, &[]);
+                (status, t0.elapsed())
+            })
+        })
+        .collect();
+    for h in handles {
+        let (status, elapsed) = h.join().unwrap();
+        assert_eq!(status, 200);
+        assert!(within(elapsed, 650, 1100), "{elapsed:?}");
+    }
+    let (status, elapsed, _) = timed(&s, "/reviews/1", &[]);
+    assert_eq!(status, 200);
+    assert!(elapsed < Duration::from_millis(500), "{elapsed:?}");
+    // The budget left after the delay is what the router gets.
+    let after_delay: u64 = s.v1.received()[0]
+        .header("x-envoy-expected-rq-timeout-ms")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((2000..=2300).contains(&after_delay), "{after_delay}");
+    assert_eq!(
+        s.envoy
+            .counter("wasmcustom.switchyard.timeouts.fault.ratings-delay.delayed"),
+        6
+    );
+}
+
+#[test]
+fn a_delay_longer_than_the_budget_ends_when_the_budget_does() {
+    // The lab's shape in one proxy: the 2 s delay aimed at v2's reviews, 0.5 s budget.
+    let s = setup_with(Backend::start("v1"), Backend::start("v2"), |c| {
+        c["faults"][0]["match"] = serde_json::json!({"path": {"prefix": "/reviews"}});
+    });
+    let (status, elapsed, body) = timed(&s, "/reviews/1", &[("end-user", "jason")]);
+    assert_eq!((status, body.as_str()), (504, "deadline exceeded"));
+    assert!(within(elapsed, 450, 900), "{elapsed:?}");
+    assert_eq!(s.v2.count(), 0);
+}
+
+#[test]
+fn fault_abort_answers_the_aimed_requests_only() {
+    let s = setup();
+    let (status, _, body) = timed(&s, "/", &[("x-chaos", "abort")]);
+    assert_eq!((status, body.as_str()), (503, "chaos fault injected"));
+    assert_eq!(s.v1.count(), 0);
+    assert_eq!(timed(&s, "/", &[("x-chaos", "calm")]).0, 200);
+    assert_eq!(
+        s.envoy
+            .counter("wasmcustom.switchyard.timeouts.fault.chaos.aborted"),
+        1
+    );
+}
