@@ -6,6 +6,7 @@
 use serde_json::Value;
 use switchyard_core::auth::Auth;
 use switchyard_core::router::Router;
+use switchyard_core::timeouts::Timeouts;
 use switchyard_tests::istio::{manifests, CrdSchemas};
 use switchyard_tests::{client, paths, send, Backend, Bootstrap, Envoy};
 
@@ -23,6 +24,51 @@ fn envoy_validates_every_bootstrap() {
         }
     }
     assert!(checked >= 1, "no bootstraps found in {}", dir.display());
+}
+
+#[test]
+fn every_bootstrap_chains_the_filters_in_policy_order() {
+    // auth → version router → timeouts → Envoy's router, whichever are present.
+    const ORDER: &[&str] = &[
+        "switchyard.auth",
+        "switchyard.version_router",
+        "switchyard.timeouts",
+        "envoy.filters.http.router",
+    ];
+    let dir = paths::project_root().join("envoy-config");
+    let mut chains = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|x| x != "yaml") {
+            continue;
+        }
+        let b = Bootstrap::load(&path);
+        let filters = b.0.pointer(
+            "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
+        );
+        let names: Vec<&str> = filters
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["name"].as_str())
+            .collect();
+        let ranks: Vec<usize> = names
+            .iter()
+            .map(|n| {
+                ORDER
+                    .iter()
+                    .position(|o| o == n)
+                    .unwrap_or_else(|| panic!("{}: unexpected filter {n}", path.display()))
+            })
+            .collect();
+        assert!(
+            ranks.windows(2).all(|w| w[0] < w[1]) && ranks.last() == Some(&3),
+            "{}: {names:?}",
+            path.display()
+        );
+        chains += 1;
+    }
+    assert!(chains >= 3);
 }
 
 #[test]
@@ -105,8 +151,8 @@ fn every_plugin_config_is_accepted_by_the_policy_core() {
     let configs = plugin_configs();
     let count = |name: &str| configs.iter().filter(|(_, n, _)| n == name).count();
     assert_eq!(
-        (count("version_router"), count("auth")),
-        (3, 1),
+        (count("version_router"), count("auth"), count("timeouts")),
+        (3, 1, 1),
         "{configs:?}"
     );
     for (file, name, config) in configs {
@@ -127,13 +173,20 @@ fn every_plugin_config_is_accepted_by_the_policy_core() {
                     "{file}"
                 );
             }
+            "timeouts" => {
+                let t =
+                    Timeouts::from_json(json.as_bytes()).unwrap_or_else(|e| panic!("{file}: {e}"));
+                // The lab's policy: reviews on v2 get 0.5 s, ratings a 2 s delay.
+                assert_eq!(t.rules[0].timeout_ms, 500, "{file}");
+                assert_eq!(t.faults[0].name, "ratings-delay", "{file}");
+            }
             other => panic!("{file}: unknown plugin {other:?}"),
         }
     }
 }
 
 #[test]
-fn auth_runs_before_the_router_on_the_gateway() {
+fn gateway_phases_run_auth_then_router_then_timeouts() {
     let docs = manifests();
     let phase = |plugin: &str| {
         docs.iter()
@@ -141,9 +194,14 @@ fn auth_runs_before_the_router_on_the_gateway() {
             .map(|(_, d)| d["spec"]["phase"].as_str().unwrap().to_owned())
             .unwrap()
     };
+    // Istio's order: AUTHN, AUTHZ, STATS, then unspecified (just before the router).
     assert_eq!(
-        (phase("auth").as_str(), phase("version_router").as_str()),
-        ("AUTHN", "AUTHZ")
+        (
+            phase("auth").as_str(),
+            phase("version_router").as_str(),
+            phase("timeouts").as_str()
+        ),
+        ("AUTHN", "AUTHZ", "UNSPECIFIED_PHASE")
     );
     // Every Istio cluster the auth filter calls is declared (`outbound|port||host`).
     let (_, auth) = docs
