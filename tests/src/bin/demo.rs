@@ -1,10 +1,13 @@
 //! `make demo`: real Envoy with `version_router.wasm` in front of two echo
 //! backends (v1, v2), sample requests, and which version answered each; then
-//! `auth.wasm` in front of the router, with a real JWKS server and real tokens.
+//! `auth.wasm` in front of the router, with a real JWKS server and real tokens;
+//! then `timeouts.wasm` after the router: the lab's 0.5 s timeout, deadlines,
+//! retries and faults, each request timed.
 //! Everything it starts is stopped when it returns.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use switchyard_tests::tokens::{self, mint};
 use switchyard_tests::{get, paths, Backend, Bootstrap, Envoy, Reply};
 
@@ -124,6 +127,7 @@ fn main() {
     }
     drop(envoy);
     auth_demo();
+    timeouts_demo();
     println!("\nStopping Envoy and the backends.");
 }
 
@@ -231,4 +235,95 @@ fn auth_demo() {
             }
         }
     }
+}
+
+/// timeouts.wasm after the router: budgets, deadlines, retries and faults.
+fn timeouts_demo() {
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let seen = attempts.clone();
+    let v1 = Backend::start("v1");
+    // v2 fails the first request to /reviews/flaky, then recovers.
+    let v2 = Backend::serving(
+        "v2",
+        Arc::new(move |r| {
+            if r.path.ends_with("/flaky") && seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                Reply::new(503, "warming up")
+            } else {
+                Reply::new(200, "ok").header("x-echo-version", "v2")
+            }
+        }),
+    );
+    let config_path = paths::envoy_config("timeouts.yaml");
+    let mut bootstrap = Bootstrap::load(&config_path);
+    bootstrap
+        .set_cluster_port("v1", v1.port)
+        .set_cluster_port("v2", v2.port);
+    println!("\nStarting Envoy with version_router.wasm -> timeouts.wasm");
+    println!("  bootstrap: {}", config_path.display());
+    let envoy = Envoy::start(&bootstrap);
+    let config = bootstrap.filter_config("switchyard.timeouts");
+    for rule in config["rules"].as_array().into_iter().flatten() {
+        println!("  rule  {rule}");
+    }
+    for fault in config["faults"].as_array().into_iter().flatten() {
+        println!("  fault {fault}");
+    }
+    let samples: &[Sample] = &[
+        (
+            "/reviews/delay/2",
+            &[("end-user", "jason")],
+            "v2 reviews: 0.5 s budget, 2 s upstream",
+        ),
+        ("/reviews/delay/1", &[], "v1: default 3 s budget"),
+        (
+            "/reviews/delay/2",
+            &[
+                ("end-user", "jason"),
+                ("x-envoy-upstream-rq-timeout-ms", "60000"),
+            ],
+            "client tries to raise its budget",
+        ),
+        (
+            "/delay/2",
+            &[("x-request-timeout-ms", "300")],
+            "caller's 300 ms deadline",
+        ),
+        ("/", &[("grpc-timeout", "2m")], "exhausted deadline"),
+        (
+            "/reviews/flaky",
+            &[("end-user", "jason")],
+            "v2 fails once; retried",
+        ),
+        ("/ratings/1", &[], "2 s fault delay, then upstream"),
+        ("/", &[("x-chaos", "abort")], "aimed abort"),
+    ];
+    println!("\n{:<60} answer", "request");
+    println!("{}", "-".repeat(72));
+    for (path, headers, what) in samples {
+        let shown: Vec<String> = headers.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let line = format!("GET {path} {}", shown.join(", "));
+        let t0 = Instant::now();
+        let (status, resp) = get(&envoy.url(path), headers);
+        let elapsed = t0.elapsed().as_millis();
+        let body = resp.into_string().unwrap_or_default();
+        let body = if body.starts_with('{') {
+            ""
+        } else {
+            body.as_str()
+        };
+        println!("{line:<60} {status} in {elapsed:>4} ms {body}  ({what})");
+    }
+    println!("\nEnvoy counters (/stats):");
+    for (name, value) in envoy.stats() {
+        if let Some(short) = name.strip_prefix("wasmcustom.switchyard.timeouts.") {
+            if value > 0 {
+                println!("  {short:<40} {value}");
+            }
+        }
+    }
+    println!(
+        "  {:<40} {}",
+        "cluster.v2.upstream_rq_retry",
+        envoy.counter("cluster.v2.upstream_rq_retry")
+    );
 }
