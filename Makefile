@@ -75,7 +75,7 @@ demo: setup build
 
 ## bench: criterion benchmarks (harness vs native decisions)
 bench: setup build
-	$(CARGO) bench -p switchyard-harness --bench router --bench auth
+	$(CARGO) bench -p switchyard-harness --bench router --bench auth --bench timeouts
 
 clean:
 	$(CARGO) clean

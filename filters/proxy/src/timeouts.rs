@@ -202,11 +202,20 @@ impl Shared {
         }
     }
 
-    /// Writes the router's timeout and retry headers and the propagated deadline.
+    /// Writes the router's timeout and retry headers and the propagated
+    /// deadline, and removes every other router control a client sent, so
+    /// only the policy sets them. (Done here, not on arrival: a request
+    /// answered locally never needs it, and a replaced header needs no removal.)
     fn forward(&self, adm: &Admission, fwd: &Forward) {
         let mut failed = false;
-        let mut set = |name: &str, value: &[u8]| {
+        let mut written: [&str; 8] = [""; 8];
+        let mut n = 0;
+        let mut set = |name: &'static str, value: &[u8]| {
             failed |= host::set_header(Headers::Request, name, value).is_err();
+            if let Some(slot) = written.get_mut(n) {
+                *slot = name;
+                n += 1;
+            }
         };
         if let Some(ms) = fwd.timeout_ms {
             set("x-envoy-upstream-rq-timeout-ms", ms.to_string().as_bytes());
@@ -230,12 +239,20 @@ impl Shared {
                 }
             }
         }
+        for name in CLIENT_CONTROL_HEADERS {
+            if !written.contains(name) && host::remove_header(Headers::Request, name).is_err() {
+                failed = true;
+            }
+        }
         if let (Some(d), Some(ms)) = (&self.timeouts.deadline, fwd.propagate_ms) {
+            let mut put = |name: &str, value: &[u8]| {
+                failed |= host::set_header(Headers::Request, name, value).is_err();
+            };
             if let Some(p) = &d.propagate {
-                set(p, ms.to_string().as_bytes());
+                put(p, ms.to_string().as_bytes());
             }
             if adm.grpc {
-                set("grpc-timeout", grpc_timeout_value(ms).as_bytes());
+                put("grpc-timeout", grpc_timeout_value(ms).as_bytes());
             }
         }
         if failed {
@@ -324,12 +341,6 @@ impl HttpContext for TimeoutsStream {
             return Action::Continue;
         };
         let t = &shared.timeouts;
-        // Only the policy may set the router's timeouts and retries.
-        for name in CLIENT_CONTROL_HEADERS {
-            if host::remove_header(Headers::Request, name).is_err() {
-                shared.counters.header_errors.increment();
-            }
-        }
         let mut headers = HeaderList(Vec::with_capacity(t.header_names().len()));
         for name in t.header_names() {
             match host::header(Headers::Request, name) {
