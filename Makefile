@@ -15,7 +15,7 @@ export BUDGET_timeouts       := 300000
 BINARYEN_VERSION := 132.0.0
 WASM_OPT      := $(CURDIR)/.tools/node_modules/.bin/wasm-opt
 # The SDK's published examples, built as harness fidelity fixtures.
-FIXTURES      := sdk_hello_world sdk_http_headers sdk_http_auth_random sdk_http_body sdk_http_config abi_probe
+FIXTURES      := sdk_hello_world sdk_http_headers sdk_http_auth_random sdk_http_body sdk_http_config abi_probe fixture_set_headers
 CARGO         ?= cargo
 
 .PHONY: all setup build test lint demo bench clean sizes

@@ -36,10 +36,13 @@ struct Seen {
     headers: Vec<(String, String)>,
 }
 
-/// One real upstream per cluster: answers as configured, records requests.
+/// One real upstream per cluster: answers as configured (each request takes
+/// the next of the cluster's `first` answers, then its own), records
+/// requests. hyper on a tokio runtime of its own, so a slow answer never
+/// holds up a retry that arrives meanwhile.
 struct Upstream {
-    server: Arc<tiny_http::Server>,
-    answer: Arc<Mutex<Cluster>>,
+    answer: Arc<Mutex<(Cluster, usize)>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -49,72 +52,147 @@ impl Upstream {
         cluster: Cluster,
         seen: Arc<Mutex<Vec<Seen>>>,
     ) -> Result<(Self, u16), String> {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").map_err(|e| e.to_string())?);
-        let port = server
-            .server_addr()
-            .to_ip()
-            .map(|a| a.port())
-            .ok_or("no port")?;
-        let answer = Arc::new(Mutex::new(cluster));
-        let (s, a, n) = (server.clone(), answer.clone(), name.to_owned());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let answer = Arc::new(Mutex::new((cluster, 0)));
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let (a, n) = (answer.clone(), name.to_owned());
         let thread = std::thread::spawn(move || {
-            while let Ok(req) = s.recv() {
-                let mut headers = vec![
-                    (":method".to_owned(), req.method().as_str().to_owned()),
-                    (":path".to_owned(), req.url().to_owned()),
-                ];
-                for h in req.headers() {
-                    let k = h.field.as_str().as_str().to_ascii_lowercase();
-                    headers.push((
-                        if k == "host" { ":authority".into() } else { k },
-                        h.value.as_str().to_owned(),
-                    ));
-                }
-                seen.lock().expect("lock").push(Seen {
-                    cluster: n.clone(),
-                    headers,
-                });
-                let c = a.lock().expect("lock").clone();
-                if c.delay_ms > 0 {
-                    std::thread::sleep(Duration::from_millis(c.delay_ms));
-                }
-                if c.reset {
-                    // Dropping the writer without a response closes the connection.
-                    drop(req.into_writer());
-                    continue;
-                }
-                let hs = c
-                    .headers
-                    .iter()
-                    .filter_map(|(k, v)| {
-                        tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).ok()
-                    })
-                    .collect();
-                let body = c.body.into_bytes();
-                let len = body.len();
-                let _ = req.respond(tiny_http::Response::new(
-                    tiny_http::StatusCode(c.status),
-                    hs,
-                    &body[..],
-                    Some(len),
-                    None,
-                ));
-            }
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(serve_upstream(listener, n, a, seen, stopped));
         });
         Ok((
             Self {
-                server,
                 answer,
+                stop: Some(stop),
                 thread: Some(thread),
             },
             port,
         ))
     }
+
+    /// Answers from now on as `cluster` (its `first` answers start over).
+    fn set_answer(&self, cluster: Cluster) {
+        *self.answer.lock().expect("lock") = (cluster, 0);
+    }
+}
+
+async fn serve_upstream(
+    listener: std::net::TcpListener,
+    name: String,
+    answer: Arc<Mutex<(Cluster, usize)>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+        return;
+    };
+    loop {
+        let stream = tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
+        };
+        let (name, answer, seen) = (name.clone(), answer.clone(), seen.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                upstream_answer(req, name.clone(), answer.clone(), seen.clone())
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// A reset: the service fails, so hyper drops the connection unanswered.
+#[derive(Debug)]
+struct Reset;
+
+impl std::fmt::Display for Reset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("reset")
+    }
+}
+
+impl std::error::Error for Reset {}
+
+async fn upstream_answer(
+    req: hyper::Request<hyper::body::Incoming>,
+    name: String,
+    answer: Arc<Mutex<(Cluster, usize)>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+) -> Result<hyper::Response<http_body_util::Full<hyper::body::Bytes>>, Reset> {
+    use http_body_util::BodyExt;
+    let (parts, body) = req.into_parts();
+    let mut headers = vec![
+        (":method".to_owned(), parts.method.as_str().to_owned()),
+        (
+            ":path".to_owned(),
+            parts
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned(),
+        ),
+    ];
+    for (k, v) in &parts.headers {
+        let k = k.as_str().to_ascii_lowercase();
+        headers.push((
+            if k == "host" { ":authority".into() } else { k },
+            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        ));
+    }
+    let _ = body.collect().await;
+    seen.lock().expect("lock").push(Seen {
+        cluster: name,
+        headers,
+    });
+    let c = {
+        let mut a = answer.lock().expect("lock");
+        let (cluster, hits) = &mut *a;
+        *hits += 1;
+        cluster
+            .first
+            .get(*hits - 1)
+            .cloned()
+            .unwrap_or_else(|| cluster.clone())
+    };
+    if c.delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(c.delay_ms)).await;
+    }
+    if c.reset {
+        return Err(Reset);
+    }
+    let mut response = hyper::Response::new(http_body_util::Full::new(hyper::body::Bytes::from(
+        c.body.into_bytes(),
+    )));
+    *response.status_mut() =
+        hyper::StatusCode::from_u16(c.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    for (k, v) in &c.headers {
+        if let (Ok(k), Ok(v)) = (
+            hyper::header::HeaderName::from_bytes(k.as_bytes()),
+            hyper::header::HeaderValue::from_str(v),
+        ) {
+            response.headers_mut().append(k, v);
+        }
+    }
+    Ok(response)
 }
 
 impl Drop for Upstream {
     fn drop(&mut self) {
-        self.server.unblock();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -456,8 +534,9 @@ pub fn run_with(s: &Scenario, envoy_bin: &std::path::Path) -> Result<Vec<Observa
                 std::thread::sleep(Duration::from_millis(at - elapsed));
             }
         }
-        *servers["upstream"].answer.lock().expect("lock") =
-            entry.upstream.clone().unwrap_or_else(|| s.upstream.clone());
+        // As in the harness: each request starts the route's answers afresh.
+        servers["upstream"]
+            .set_answer(entry.upstream.clone().unwrap_or_else(|| s.upstream.clone()));
         let req = Scenario::request(entry);
         let get = |k: &str| req.headers.get_str(k).unwrap_or_default();
         let headers: Vec<(String, String)> =
@@ -489,10 +568,20 @@ pub fn run_with(s: &Scenario, envoy_bin: &std::path::Path) -> Result<Vec<Observa
             Err(_) => (None, Vec::new(), String::new()),
         };
         // The routed request carries Envoy's x-request-id; a filter's own HTTP calls do not.
-        let upstream = seen.lock().expect("lock")[seen_mark..]
-            .iter()
-            .find(|r| r.headers.iter().any(|(k, _)| k == "x-request-id"))
-            .cloned();
+        let (upstream, upstream_attempts) = {
+            let seen = seen.lock().expect("lock");
+            let routed = |r: &&Seen| r.headers.iter().find(|(k, _)| k == "x-request-id").cloned();
+            let first = seen[seen_mark..]
+                .iter()
+                .find(|r| routed(r).is_some())
+                .cloned();
+            let id = first.as_ref().and_then(|f| routed(&f));
+            let attempts = seen[seen_mark..]
+                .iter()
+                .filter(|r| id.is_some() && routed(r) == id)
+                .count() as u32;
+            (first, attempts)
+        };
         let logs = wasm_logs(&envoy.log.lock().expect("lock")[log_mark..]);
         out.push(Observation {
             name: entry.name.clone(),
@@ -500,6 +589,7 @@ pub fn run_with(s: &Scenario, envoy_bin: &std::path::Path) -> Result<Vec<Observa
             upstream_reached: upstream.is_some(),
             upstream_cluster: upstream.as_ref().map(|u| u.cluster.clone()),
             upstream_headers: upstream.map(|u| u.headers).unwrap_or_default(),
+            upstream_attempts,
             response_headers,
             body,
             logs,
@@ -551,6 +641,11 @@ pub fn differences(harness: &[Observation], envoy: &[Observation]) -> Vec<String
             "upstream_reached",
             h.upstream_reached.to_string(),
             e.upstream_reached.to_string(),
+        );
+        d(
+            "upstream_attempts",
+            h.upstream_attempts.to_string(),
+            e.upstream_attempts.to_string(),
         );
         d(
             "upstream_cluster",

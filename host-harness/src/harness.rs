@@ -614,7 +614,11 @@ impl Harness {
         self.next_stream += 1;
         let now = self.world.borrow().now_ns;
         let mut headers = envoy_order(&request.headers);
-        // What Envoy's connection manager adds before any filter runs.
+        // What Envoy's connection manager does before any filter runs: a
+        // client (external by default since Envoy 1.3x) cannot steer the router.
+        for name in router::INTERNAL_ONLY_HEADERS {
+            headers.remove(name);
+        }
         if !headers.contains("x-forwarded-proto") {
             headers.add("x-forwarded-proto", b"http");
         }

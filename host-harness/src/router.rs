@@ -11,6 +11,26 @@ pub(crate) const ROUTE_TIMEOUT_MS: u64 = 15_000;
 /// (Envoy draws a jittered wait below it) so runs stay deterministic.
 pub(crate) const RETRY_BACKOFF_MS: u64 = 25;
 
+/// Router controls Envoy's connection manager removes from an external
+/// client's request before filters run (`cleanInternalHeaders`); a filter
+/// may set them, a client may not.
+pub(crate) const INTERNAL_ONLY_HEADERS: &[&str] = &[
+    "x-envoy-retriable-status-codes",
+    "x-envoy-retriable-header-names",
+    "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-max-retries",
+    "x-envoy-upstream-alt-stat-name",
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-upstream-rq-timeout-alt-response",
+    "x-envoy-expected-rq-timeout-ms",
+    "x-envoy-force-trace",
+    "x-envoy-ip-tags",
+    "x-envoy-original-url",
+    "x-envoy-hedge-on-per-try-timeout",
+];
+
 /// One request's timeouts and retry policy, as the router reads them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Policy {

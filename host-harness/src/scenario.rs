@@ -115,6 +115,8 @@ pub struct Expect {
     #[serde(default)]
     pub upstream_headers: BTreeMap<String, Option<String>>,
     pub upstream_cluster: Option<String>,
+    /// Attempts the router made (1 + retries).
+    pub upstream_attempts: Option<u32>,
     pub status: Option<u16>,
     #[serde(default)]
     pub response_headers: BTreeMap<String, Option<String>>,
@@ -142,6 +144,7 @@ pub struct Observation {
     pub upstream_reached: bool,
     pub upstream_cluster: Option<String>,
     pub upstream_headers: Vec<(String, String)>,
+    pub upstream_attempts: u32,
     pub response_headers: Vec<(String, String)>,
     pub body: String,
     pub logs: Vec<String>,
@@ -164,6 +167,14 @@ impl Observation {
                 fails.push(format!(
                     "upstream_reached: expected {want}, got {}",
                     self.upstream_reached
+                ));
+            }
+        }
+        if let Some(want) = e.upstream_attempts {
+            if want != self.upstream_attempts {
+                fails.push(format!(
+                    "upstream_attempts: expected {want}, got {}",
+                    self.upstream_attempts
                 ));
             }
         }
@@ -361,6 +372,7 @@ impl Scenario {
                 status: ex.status(),
                 upstream_reached: ex.reached_upstream(),
                 upstream_cluster: ex.upstream.as_ref().map(|u| u.cluster.clone()),
+                upstream_attempts: ex.upstream.as_ref().map_or(0, |u| u.attempts),
                 upstream_headers: ex
                     .upstream
                     .as_ref()

@@ -114,3 +114,13 @@ fn diff_reports_a_real_difference() {
     assert_eq!(d.len(), 2, "{d:?}");
     assert!(d[0].contains("jason sees v2: upstream_headers"));
 }
+
+#[test]
+fn router_timeouts_and_retries_match_envoy() {
+    check("router_timeouts_and_retries.yaml");
+}
+
+#[test]
+fn timeouts_local_replies_match_envoy() {
+    check("timeouts_local_replies.yaml");
+}

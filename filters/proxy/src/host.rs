@@ -333,9 +333,14 @@ pub fn http_call_response_body(size: usize) -> Vec<u8> {
 
 /// Host time in milliseconds since the Unix epoch (0 if the host refuses).
 pub fn now_ms() -> u64 {
+    now_ns() / 1_000_000
+}
+
+/// The host's clock (Unix time) in nanoseconds; 0 if unavailable.
+pub fn now_ns() -> u64 {
     let mut ns = 0u64;
     match unsafe { proxy_get_current_time_nanoseconds(&mut ns) } {
-        OK => ns / 1_000_000,
+        OK => ns,
         _ => 0,
     }
 }
@@ -388,11 +393,10 @@ pub fn send_local_response_grpc(
     })
 }
 
-/// When the proxy received the current request (`request.time`, clock ms).
-pub fn request_start_ms() -> Option<u64> {
+/// When the proxy received the current request (`request.time`, Unix ns).
+pub fn request_start_ns() -> Option<u64> {
     let bytes = property("request\0time").ok()??;
-    let nanos = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
-    Some(nanos / 1_000_000)
+    Some(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?))
 }
 
 /// A property by its one-segment name (`Ok(None)` when absent).

@@ -349,11 +349,17 @@ impl HttpContext for TimeoutsStream {
                 Err(_) => shared.counters.header_errors.increment(),
             }
         }
-        let now = host::now_ms();
-        // A start time an hour off is not this request's; count from now.
-        let arrived = host::request_start_ms()
-            .filter(|a| now.abs_diff(*a) < 3_600_000)
-            .unwrap_or(now);
+        let now_ns = host::now_ns();
+        let now = now_ns / 1_000_000;
+        // Whole milliseconds spent since arrival, from nanoseconds so that
+        // rounding never charges a fresh request a millisecond. A start time
+        // an hour off is not this request's: count from now.
+        let spent_ms = host::request_start_ns()
+            .and_then(|start| now_ns.checked_sub(start))
+            .map(|ns| ns / 1_000_000)
+            .filter(|ms| *ms < 3_600_000)
+            .unwrap_or(0);
+        let arrived = now.saturating_sub(spent_ms);
         let adm = t.admit(&headers, arrived, now, crate::next_split_draw());
         if adm.budget == Budget::Malformed {
             shared.counters.deadline_malformed.increment();
