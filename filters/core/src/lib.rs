@@ -13,6 +13,7 @@ pub mod json;
 pub mod matcher;
 pub mod router;
 pub mod sampling;
+pub mod shadow;
 pub mod timeouts;
 
 pub use config::ConfigError;
