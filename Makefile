@@ -6,11 +6,12 @@ ENVOY         ?= $(CURDIR)/$(VENV)/bin/envoy
 export ENVOY
 WASM_TARGET   := wasm32-wasip1
 WASM_DIR      := target/$(WASM_TARGET)/release
-FILTERS       := version_router auth timeouts
+FILTERS       := version_router auth timeouts shadow
 # Size budgets (bytes), after wasm-opt; `make build` fails over budget.
 export BUDGET_version_router := 300000
 export BUDGET_auth           := 600000
 export BUDGET_timeouts       := 300000
+export BUDGET_shadow         := 300000
 # binaryen's wasm-opt from the npm registry, for the final size pass.
 BINARYEN_VERSION := 132.0.0
 WASM_OPT      := $(CURDIR)/.tools/node_modules/.bin/wasm-opt

@@ -584,6 +584,11 @@ pub(crate) fn register(linker: &mut Linker<Host>) -> Result<()> {
                     let token = w.next_token;
                     w.next_token += 1;
                     let now = w.now_ms();
+                    let answer = w
+                        .clusters
+                        .get(&cluster)
+                        .cloned()
+                        .map(|c| w.next_answer(&cluster, &c));
                     w.http_calls.push(HttpCall {
                         token,
                         vm: h.vm_index,
@@ -594,6 +599,7 @@ pub(crate) fn register(linker: &mut Linker<Host>) -> Result<()> {
                         timeout_ms: timeout as u32 as u64,
                         dispatched_at_ms: now,
                         answered: false,
+                        answer,
                     });
                     token
                 };

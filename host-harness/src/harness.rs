@@ -790,9 +790,11 @@ impl Harness {
                     .iter()
                     .filter(|c| !c.answered && call_due_ns(&w, c) <= now)
                     .map(|c| {
-                        let cluster = &w.clusters[&c.cluster];
-                        let timed_out = c.timeout_ms > 0 && cluster.delay_ms > c.timeout_ms;
-                        (c.token, if timed_out { None } else { cluster.response() })
+                        let answer = c.answer.as_ref();
+                        let delay = answer.map_or(0, |a| a.delay_ms);
+                        let timed_out = c.timeout_ms > 0 && delay > c.timeout_ms;
+                        let response = answer.and_then(Cluster::response);
+                        (c.token, if timed_out { None } else { response })
                     })
                     .collect()
             };
@@ -1440,8 +1442,8 @@ fn envoy_order(h: &Headers) -> Headers {
     out
 }
 
-fn call_due_ns(w: &World, c: &HttpCall) -> u64 {
-    let delay = w.clusters.get(&c.cluster).map_or(0, |cl| cl.delay_ms);
+fn call_due_ns(_: &World, c: &HttpCall) -> u64 {
+    let delay = c.answer.as_ref().map_or(0, |cl| cl.delay_ms);
     let wait = if c.timeout_ms > 0 {
         delay.min(c.timeout_ms)
     } else {

@@ -66,6 +66,9 @@ pub struct HttpCall {
     pub timeout_ms: u64,
     pub dispatched_at_ms: u64,
     pub answered: bool,
+    /// How the cluster answers this call (picked at dispatch, for `Cluster::first`).
+    #[serde(skip)]
+    pub(crate) answer: Option<Cluster>,
 }
 
 /// The `status` of trace entries that are callbacks into the filter, not host calls.

@@ -20,6 +20,7 @@ const NOT_FOUND: u32 = 1;
 const MAP_HTTP_REQUEST_HEADERS: u32 = 0;
 const MAP_HTTP_RESPONSE_HEADERS: u32 = 2;
 const MAP_HTTP_CALL_RESPONSE_HEADERS: u32 = 6;
+const BUFFER_HTTP_RESPONSE_BODY: u32 = 1;
 const BUFFER_HTTP_CALL_RESPONSE_BODY: u32 = 4;
 const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
 const STREAM_HTTP_REQUEST: u32 = 0;
@@ -326,6 +327,17 @@ pub fn http_call_response_body(size: usize) -> Vec<u8> {
     match unsafe {
         proxy_get_buffer_bytes(BUFFER_HTTP_CALL_RESPONSE_BODY, 0, size, &mut data, &mut len)
     } {
+        OK => unsafe { owned(data, len) },
+        _ => Vec::new(),
+    }
+}
+
+/// The current chunk of the response body (`size` bytes from a body
+/// callback); empty if the host refuses.
+pub fn response_body_chunk(size: usize) -> Vec<u8> {
+    let (mut data, mut len) = (null_mut(), 0usize);
+    match unsafe { proxy_get_buffer_bytes(BUFFER_HTTP_RESPONSE_BODY, 0, size, &mut data, &mut len) }
+    {
         OK => unsafe { owned(data, len) },
         _ => Vec::new(),
     }

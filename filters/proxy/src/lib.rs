@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod host;
 pub mod router;
+pub mod shadow;
 pub mod timeouts;
 
 /// Reads and compiles the plugin configuration with `compile`, or logs one

@@ -1,0 +1,577 @@
+//! proxy-wasm glue for the shadow filter.
+//!
+//! Mirror mode only names the cluster for Envoy's mirror policy. Compare
+//! mode sends the copy itself and compares the answers. The copy is sent
+//! from the root context (on its next tick, a millisecond later) so that it
+//! outlives the client's stream: Envoy cancels a stream's own calls when the
+//! stream ends, and the SDK routes a call's answer to the context that was
+//! running when it was sent. The primary response is recorded as it passes,
+//! never held.
+
+use crate::host::{self, Counter, Headers, Level};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+use switchyard_core::shadow::{Captured, Decision, Mode, Shadow};
+use switchyard_core::HeaderList;
+
+const NAME: &str = "shadow";
+/// How often the root looks for comparisons that will never complete.
+const SWEEP_MS: u32 = 200;
+
+struct RuleCounters {
+    sampled: Counter,
+    matched: Counter,
+    mismatch_status: Counter,
+    mismatch_headers: Counter,
+    mismatch_body: Counter,
+    body_skipped: Counter,
+    shadow_error: Counter,
+    shadow_timeout: Counter,
+    unsafe_method: Counter,
+    dropped: Counter,
+}
+
+impl RuleCounters {
+    fn define(rule: &str) -> Self {
+        let c = |what: &str| {
+            Counter::define(&format!(
+                "switchyard.shadow.{}.{what}",
+                host::stat_fragment(rule)
+            ))
+        };
+        Self {
+            sampled: c("sampled"),
+            matched: c("match"),
+            mismatch_status: c("mismatch.status"),
+            mismatch_headers: c("mismatch.headers"),
+            mismatch_body: c("mismatch.body"),
+            body_skipped: c("body_skipped"),
+            shadow_error: c("shadow_error"),
+            shadow_timeout: c("shadow_timeout"),
+            unsafe_method: c("unsafe_method"),
+            dropped: c("dropped"),
+        }
+    }
+}
+
+struct Counters {
+    rules: Vec<RuleCounters>,
+    received: Counter,
+    answered_unsafe: Counter,
+    header_errors: Counter,
+}
+
+/// Header pairs as the host gives them.
+type Pairs = Vec<(String, Vec<u8>)>;
+
+/// One comparison in flight.
+struct Pair {
+    rule: usize,
+    started_ms: u64,
+    /// `GET /reviews/1`, for the diff log.
+    what: String,
+    primary: Option<Captured>,
+    shadow: Option<Captured>,
+}
+
+#[derive(Default)]
+struct State {
+    pending: HashMap<u64, Pair>,
+    /// Copies to send on the next tick: (pair id, headers).
+    queue: Vec<(u64, Pairs)>,
+    calls: HashMap<u32, u64>,
+    next_id: u64,
+    /// Mismatches logged, per rule.
+    logged: Vec<u32>,
+    tick_ms: u32,
+}
+
+struct Shared {
+    shadow: Shadow,
+    counters: Counters,
+    state: RefCell<State>,
+}
+
+#[derive(Default)]
+pub struct ShadowRoot {
+    shared: Option<Rc<Shared>>,
+}
+
+impl ShadowRoot {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Context for ShadowRoot {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+        _: usize,
+    ) {
+        if let Some(shared) = &self.shared {
+            shared.on_shadow_response(token, num_headers, body_size);
+        }
+    }
+}
+
+impl RootContext for ShadowRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let Some(shadow) = crate::configure(NAME, "rules or receiver are", Shadow::from_json)
+        else {
+            return false;
+        };
+        let counters = Counters {
+            rules: shadow
+                .rules
+                .iter()
+                .map(|r| RuleCounters::define(&r.name))
+                .collect(),
+            received: Counter::define("switchyard.shadow.received"),
+            answered_unsafe: Counter::define("switchyard.shadow.answered_unsafe"),
+            header_errors: Counter::define("switchyard.shadow.header_errors"),
+        };
+        let state = State {
+            logged: vec![0; shadow.rules.len()],
+            ..State::default()
+        };
+        self.shared = Some(Rc::new(Shared {
+            shadow,
+            counters,
+            state: RefCell::new(state),
+        }));
+        true
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(shared) = &self.shared {
+            shared.send_queued();
+            shared.sweep(host::now_ms());
+            shared.arm();
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(ShadowStream {
+            shared: self.shared.clone(),
+            pair: None,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+impl Shared {
+    fn rule_counters(&self, rule: usize) -> Option<&RuleCounters> {
+        self.counters.rules.get(rule)
+    }
+
+    /// Ticks every millisecond while copies wait to be sent, every
+    /// `SWEEP_MS` while comparisons are open, and not at all otherwise.
+    fn arm(&self) {
+        let mut state = self.state.borrow_mut();
+        let want = if !state.queue.is_empty() {
+            1
+        } else if !state.pending.is_empty() {
+            SWEEP_MS
+        } else {
+            0
+        };
+        if want != state.tick_ms && host::set_tick_period_ms(want).is_ok() {
+            state.tick_ms = want;
+        }
+    }
+
+    /// Sends the queued copies; this runs on the root, so they outlive their streams.
+    fn send_queued(&self) {
+        let queue = std::mem::take(&mut self.state.borrow_mut().queue);
+        for (id, headers) in queue {
+            let Some(rule) = self.state.borrow().pending.get(&id).map(|p| p.rule) else {
+                continue;
+            };
+            let cluster = &self.shadow.rules[rule].target_cluster;
+            // The host API takes text: a header value that is not UTF-8 is not copied.
+            let pairs: Vec<(&str, &str)> = headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str(), std::str::from_utf8(v).ok()?)))
+                .collect();
+            let sent = proxy_wasm::hostcalls::dispatch_http_call(
+                cluster,
+                pairs,
+                None,
+                vec![],
+                Duration::from_millis(self.shadow.compare.timeout_ms),
+            );
+            let mut state = self.state.borrow_mut();
+            match sent {
+                Ok(token) => {
+                    state.calls.insert(token, id);
+                }
+                Err(_) => {
+                    state.pending.remove(&id);
+                    drop(state);
+                    if let Some(c) = self.rule_counters(rule) {
+                        c.shadow_error.increment();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops comparisons that can no longer complete (bounded memory).
+    fn sweep(&self, now: u64) {
+        // Envoy answers every call by its timeout; allow that much again for
+        // a slow primary before giving up on a pair.
+        let limit = self.shadow.compare.timeout_ms.saturating_mul(2);
+        let expired: Vec<(u64, usize, bool)> = self
+            .state
+            .borrow()
+            .pending
+            .iter()
+            .filter(|(_, p)| now.saturating_sub(p.started_ms) > limit)
+            .map(|(id, p)| (*id, p.rule, p.shadow.is_none()))
+            .collect();
+        let mut state = self.state.borrow_mut();
+        for (id, rule, shadow_missing) in expired {
+            state.pending.remove(&id);
+            state.calls.retain(|_, v| *v != id);
+            if shadow_missing {
+                if let Some(c) = self.rule_counters(rule) {
+                    c.shadow_timeout.increment();
+                }
+            }
+        }
+    }
+
+    fn on_shadow_response(&self, token: u32, num_headers: usize, body_size: usize) {
+        let Some(id) = self.state.borrow_mut().calls.remove(&token) else {
+            return;
+        };
+        let Some((rule, started)) = self
+            .state
+            .borrow()
+            .pending
+            .get(&id)
+            .map(|p| (p.rule, p.started_ms))
+        else {
+            return;
+        };
+        if num_headers == 0 {
+            // A reset or the call's timeout: the host tells them apart only by time.
+            self.state.borrow_mut().pending.remove(&id);
+            let timed_out =
+                host::now_ms().saturating_sub(started) >= self.shadow.compare.timeout_ms;
+            if let Some(c) = self.rule_counters(rule) {
+                if timed_out {
+                    c.shadow_timeout.increment();
+                } else {
+                    c.shadow_error.increment();
+                }
+            }
+            self.arm();
+            return;
+        }
+        let headers = host::header_pairs(Headers::HttpCallResponse).unwrap_or_default();
+        let mut captured = Captured {
+            status: status_of(&headers),
+            headers,
+            ..Captured::default()
+        };
+        let limit = self.shadow.compare.max_body_bytes;
+        captured.push_body(
+            &host::http_call_response_body(body_size.min(limit + 1)),
+            limit,
+        );
+        if let Some(p) = self.state.borrow_mut().pending.get_mut(&id) {
+            p.shadow = Some(captured);
+        }
+        self.finish_if_complete(id);
+    }
+
+    /// The primary's response is complete.
+    fn primary_done(&self, id: u64, primary: Captured) {
+        if let Some(p) = self.state.borrow_mut().pending.get_mut(&id) {
+            p.primary = Some(primary);
+        }
+        self.finish_if_complete(id);
+    }
+
+    /// Compares a pair once both sides are in, counts and logs the outcome.
+    fn finish_if_complete(&self, id: u64) {
+        let pair = {
+            let mut state = self.state.borrow_mut();
+            match state.pending.get(&id) {
+                Some(p) if p.primary.is_some() && p.shadow.is_some() => state.pending.remove(&id),
+                _ => None,
+            }
+        };
+        let Some(Pair {
+            rule,
+            what,
+            primary: Some(primary),
+            shadow: Some(shadow),
+            ..
+        }) = pair
+        else {
+            return;
+        };
+        let diff = self.shadow.compare(&primary, &shadow);
+        if let Some(c) = self.rule_counters(rule) {
+            if diff.is_match() {
+                c.matched.increment();
+            }
+            if diff.status.is_some() {
+                c.mismatch_status.increment();
+            }
+            if !diff.headers.is_empty() {
+                c.mismatch_headers.increment();
+            }
+            if diff.body.is_some() {
+                c.mismatch_body.increment();
+            }
+            if diff.body_skipped {
+                c.body_skipped.increment();
+            }
+        }
+        if !diff.is_match() {
+            let mut state = self.state.borrow_mut();
+            if let Some(n) = state
+                .logged
+                .get_mut(rule)
+                .filter(|n| **n < self.shadow.compare.log_diffs)
+            {
+                *n += 1;
+                drop(state);
+                host::log(
+                    Level::Info,
+                    &format!(
+                        "{NAME}: {} mismatch on {what}: {}",
+                        self.shadow.rules[rule].name,
+                        diff.summary()
+                    ),
+                );
+            }
+        }
+        self.arm();
+    }
+
+    /// Registers a comparison and queues its copy; `None` when full.
+    fn start_comparison(&self, rule: usize, what: String) -> Option<u64> {
+        let headers = host::header_pairs(Headers::Request).ok()?;
+        let copy = self.shadow.shadow_request(&headers);
+        let mut state = self.state.borrow_mut();
+        if state.pending.len() >= self.shadow.compare.max_pending {
+            drop(state);
+            if let Some(c) = self.rule_counters(rule) {
+                c.dropped.increment();
+            }
+            return None;
+        }
+        state.next_id += 1;
+        let id = state.next_id;
+        state.pending.insert(
+            id,
+            Pair {
+                rule,
+                started_ms: host::now_ms(),
+                what,
+                primary: None,
+                shadow: None,
+            },
+        );
+        state.queue.push((id, copy));
+        drop(state);
+        self.arm();
+        Some(id)
+    }
+
+    /// The stream ended before its response completed: nothing to compare.
+    fn abandon(&self, id: u64) {
+        let mut state = self.state.borrow_mut();
+        if state.pending.get(&id).is_some_and(|p| p.primary.is_none()) {
+            state.pending.remove(&id);
+            state.queue.retain(|(q, _)| *q != id);
+            state.calls.retain(|_, v| *v != id);
+        }
+    }
+}
+
+fn status_of(headers: &[(String, Vec<u8>)]) -> u16 {
+    headers
+        .iter()
+        .find(|(k, _)| k == ":status")
+        .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
+pub struct ShadowStream {
+    shared: Option<Rc<Shared>>,
+    /// The comparison this stream's response feeds, and what is recorded so far.
+    pair: Option<(u64, Captured)>,
+}
+
+impl ShadowStream {
+    fn fetch(shared: &Shared) -> HeaderList {
+        let names = shared.shadow.header_names();
+        let mut headers = HeaderList(Vec::with_capacity(names.len()));
+        for name in names {
+            match host::header(Headers::Request, name) {
+                Ok(Some(v)) => headers.0.push((name.clone(), v)),
+                Ok(None) => {}
+                Err(_) => shared.counters.header_errors.increment(),
+            }
+        }
+        headers
+    }
+
+    /// In front of a shadow target: tag, strip, and refuse writes if configured.
+    fn receive(shared: &Shared, headers: &HeaderList) -> Action {
+        shared.counters.received.increment();
+        let s = &shared.shadow;
+        let mut failed = host::set_header(Headers::Request, s.tag_header(), b"true").is_err();
+        for h in s.strip_headers() {
+            failed |= host::remove_header(Headers::Request, h).is_err();
+        }
+        if failed {
+            shared.counters.header_errors.increment();
+        }
+        if let Some(status) = s.answer_unsafe(headers) {
+            shared.counters.answered_unsafe.increment();
+            let _ = host::send_local_response(
+                u32::from(status),
+                "switchyard_shadow_unsafe_method",
+                b"shadow requests may not write\n",
+                &[("content-type", b"text/plain"), (s.tag_header(), b"true")],
+            );
+            return Action::Pause;
+        }
+        Action::Continue
+    }
+}
+
+impl Context for ShadowStream {
+    fn on_done(&mut self) -> bool {
+        if let (Some(shared), Some((id, _))) = (&self.shared, self.pair.take()) {
+            shared.abandon(id);
+        }
+        true
+    }
+}
+
+impl HttpContext for ShadowStream {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(shared) = self.shared.clone() else {
+            return Action::Continue;
+        };
+        let s = &shared.shadow;
+        let headers = Self::fetch(&shared);
+        if s.receiver.is_some() && s.is_shadow(&headers) {
+            return Self::receive(&shared, &headers);
+        }
+        // Only this filter decides what is shadowed and what is a shadow.
+        let mut failed = host::remove_header(Headers::Request, s.cluster_header()).is_err();
+        failed |= host::remove_header(Headers::Request, s.tag_header()).is_err();
+        if failed {
+            shared.counters.header_errors.increment();
+        }
+        match s.decide(&headers, crate::next_split_draw()) {
+            Decision::None | Decision::NotSampled(_) => {}
+            Decision::Unsafe(rule) => {
+                if let Some(c) = shared.rule_counters(rule) {
+                    c.unsafe_method.increment();
+                }
+            }
+            Decision::Shadow(rule) => {
+                if let Some(c) = shared.rule_counters(rule) {
+                    c.sampled.increment();
+                }
+                let r = &s.rules[rule];
+                match r.mode {
+                    Mode::Mirror => {
+                        if host::set_header(
+                            Headers::Request,
+                            s.cluster_header(),
+                            r.target_cluster.as_bytes(),
+                        )
+                        .is_err()
+                        {
+                            shared.counters.header_errors.increment();
+                        }
+                    }
+                    Mode::Compare => {
+                        let text = |n: &str| {
+                            headers
+                                .0
+                                .iter()
+                                .find(|(k, _)| k == n)
+                                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                                .unwrap_or_default()
+                        };
+                        let path = host::header(Headers::Request, ":path")
+                            .ok()
+                            .flatten()
+                            .map(|p| String::from_utf8_lossy(&p).into_owned())
+                            .unwrap_or_default();
+                        let what = format!("{} {path}", text(":method"));
+                        self.pair = shared
+                            .start_comparison(rule, what)
+                            .map(|id| (id, Captured::default()));
+                    }
+                }
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let (Some(shared), Some((id, captured))) = (self.shared.clone(), self.pair.as_mut()) else {
+            return Action::Continue;
+        };
+        let headers = host::header_pairs(Headers::Response).unwrap_or_default();
+        captured.status = status_of(&headers);
+        captured.headers = headers;
+        if end_of_stream {
+            let id = *id;
+            if let Some((_, c)) = self.pair.take() {
+                shared.primary_done(id, c);
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let (Some(shared), Some((id, captured))) = (self.shared.clone(), self.pair.as_mut()) else {
+            return Action::Continue;
+        };
+        let limit = shared.shadow.compare.max_body_bytes;
+        if !captured.truncated && body_size > 0 {
+            let room = (limit + 1).saturating_sub(captured.body.len());
+            captured.push_body(&host::response_body_chunk(body_size.min(room)), limit);
+            if body_size > room {
+                captured.truncated = true;
+            }
+        }
+        if end_of_stream {
+            let id = *id;
+            if let Some((_, c)) = self.pair.take() {
+                shared.primary_done(id, c);
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        if let (Some(shared), Some((id, c))) = (self.shared.clone(), self.pair.take()) {
+            shared.primary_done(id, c);
+        }
+        Action::Continue
+    }
+}
