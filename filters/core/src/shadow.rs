@@ -54,7 +54,14 @@ pub struct Shadow {
     header_names: Vec<String>,
 }
 
-/// What to do with a primary request.
+/// What each mode does with a primary request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decisions {
+    pub mirror: Decision,
+    pub compare: Decision,
+}
+
+/// What one mode does with a primary request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     /// No rule matches.
@@ -206,10 +213,28 @@ impl Shadow {
         &self.strip_headers
     }
 
-    /// Whether a primary request is shadowed, and how. `random` decides for
-    /// requests without a sampling key.
-    pub fn decide(&self, req: &(impl RequestHeaders + ?Sized), random: u64) -> Decision {
-        let Some(i) = self.rules.iter().position(|r| r.matcher.matches(req)) else {
+    /// Whether a primary request is shadowed by each mode: the first
+    /// matching rule of each mode decides, so a request may be mirrored by
+    /// one rule and compared by another. `random` decides for requests
+    /// without a sampling key.
+    pub fn decide(&self, req: &(impl RequestHeaders + ?Sized), random: u64) -> Decisions {
+        Decisions {
+            mirror: self.decide_mode(req, random, Mode::Mirror),
+            compare: self.decide_mode(req, random, Mode::Compare),
+        }
+    }
+
+    fn decide_mode(
+        &self,
+        req: &(impl RequestHeaders + ?Sized),
+        random: u64,
+        mode: Mode,
+    ) -> Decision {
+        let Some(i) = self
+            .rules
+            .iter()
+            .position(|r| r.mode == mode && r.matcher.matches(req))
+        else {
             return Decision::None;
         };
         if !self.rules[i]

@@ -432,6 +432,41 @@ impl ShadowStream {
         headers
     }
 
+    /// Shadows a sampled request by its rule's mode.
+    fn shadow(&mut self, shared: &Shared, headers: &HeaderList, rule: usize) {
+        let s = &shared.shadow;
+        let r = &s.rules[rule];
+        match r.mode {
+            Mode::Mirror => {
+                if host::set_header(
+                    Headers::Request,
+                    s.cluster_header(),
+                    r.target_cluster.as_bytes(),
+                )
+                .is_err()
+                {
+                    shared.counters.header_errors.increment();
+                }
+            }
+            Mode::Compare => {
+                let method = headers
+                    .0
+                    .iter()
+                    .find(|(k, _)| k == ":method")
+                    .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default();
+                let path = host::header(Headers::Request, ":path")
+                    .ok()
+                    .flatten()
+                    .map(|p| String::from_utf8_lossy(&p).into_owned())
+                    .unwrap_or_default();
+                self.pair = shared
+                    .start_comparison(rule, format!("{method} {path}"))
+                    .map(|id| (id, Captured::default()));
+            }
+        }
+    }
+
     /// In front of a shadow target: tag, strip, and refuse writes if configured.
     fn receive(shared: &Shared, headers: &HeaderList) -> Action {
         shared.counters.received.increment();
@@ -482,49 +517,20 @@ impl HttpContext for ShadowStream {
         if failed {
             shared.counters.header_errors.increment();
         }
-        match s.decide(&headers, crate::next_split_draw()) {
-            Decision::None | Decision::NotSampled(_) => {}
-            Decision::Unsafe(rule) => {
-                if let Some(c) = shared.rule_counters(rule) {
-                    c.unsafe_method.increment();
-                }
-            }
-            Decision::Shadow(rule) => {
-                if let Some(c) = shared.rule_counters(rule) {
-                    c.sampled.increment();
-                }
-                let r = &s.rules[rule];
-                match r.mode {
-                    Mode::Mirror => {
-                        if host::set_header(
-                            Headers::Request,
-                            s.cluster_header(),
-                            r.target_cluster.as_bytes(),
-                        )
-                        .is_err()
-                        {
-                            shared.counters.header_errors.increment();
-                        }
+        let decisions = s.decide(&headers, crate::next_split_draw());
+        for decision in [decisions.mirror, decisions.compare] {
+            match decision {
+                Decision::None | Decision::NotSampled(_) => {}
+                Decision::Unsafe(rule) => {
+                    if let Some(c) = shared.rule_counters(rule) {
+                        c.unsafe_method.increment();
                     }
-                    Mode::Compare => {
-                        let text = |n: &str| {
-                            headers
-                                .0
-                                .iter()
-                                .find(|(k, _)| k == n)
-                                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-                                .unwrap_or_default()
-                        };
-                        let path = host::header(Headers::Request, ":path")
-                            .ok()
-                            .flatten()
-                            .map(|p| String::from_utf8_lossy(&p).into_owned())
-                            .unwrap_or_default();
-                        let what = format!("{} {path}", text(":method"));
-                        self.pair = shared
-                            .start_comparison(rule, what)
-                            .map(|id| (id, Captured::default()));
+                }
+                Decision::Shadow(rule) => {
+                    if let Some(c) = shared.rule_counters(rule) {
+                        c.sampled.increment();
                     }
+                    self.shadow(&shared, &headers, rule);
                 }
             }
         }

@@ -51,26 +51,44 @@ fn sampling_is_deterministic_and_holds_its_rate() {
         let r = req(&[(":method", "GET"), (":path", "/x"), ("x-request-id", &id)]);
         let d = s.decide(&r, 0);
         assert_eq!(d, s.decide(&r, u64::MAX), "{id} decided twice differently");
-        sampled += usize::from(d == Decision::Shadow(0));
+        sampled += usize::from(d.mirror == Decision::Shadow(0));
+        // /x is not under /reviews: never compared.
+        assert_eq!(d.compare, Decision::None);
     }
     // 10 % within ±1 point.
     assert!((900..=1100).contains(&sampled), "{sampled}");
 }
 
 #[test]
+fn each_mode_takes_its_first_matching_rule() {
+    // The issue's example: everything mirrored at 10 %, /reviews compared at 5 %.
+    let s = Shadow::from_json(
+        br#"{"rules": [
+          {"name": "all", "match": {"path": {"prefix": "/"}}, "percent": 100, "target_cluster": "a", "mode": "mirror"},
+          {"name": "reviews", "match": {"path": {"prefix": "/reviews"}}, "percent": 100, "target_cluster": "b", "mode": "compare"}]}"#,
+    )
+    .unwrap();
+    let d = s.decide(&req(&[(":method", "GET"), (":path", "/reviews/1")]), 0);
+    assert_eq!(
+        (d.mirror, d.compare),
+        (Decision::Shadow(0), Decision::Shadow(1))
+    );
+    let d = s.decide(&req(&[(":method", "GET"), (":path", "/other")]), 0);
+    assert_eq!((d.mirror, d.compare), (Decision::Shadow(0), Decision::None));
+}
+
+#[test]
 fn only_safe_methods_are_shadowed() {
     let s = compare_all();
-    assert_eq!(
-        s.decide(&req(&[(":method", "GET")]), 0),
-        Decision::Shadow(0)
-    );
-    assert_eq!(
-        s.decide(&req(&[(":method", "POST")]), 0),
-        Decision::Unsafe(0)
-    );
-    assert_eq!(s.decide(&req(&[]), 0), Decision::Unsafe(0));
+    let compare = |r: &HeaderList| s.decide(r, 0).compare;
+    assert_eq!(compare(&req(&[(":method", "GET")])), Decision::Shadow(0));
+    assert_eq!(compare(&req(&[(":method", "POST")])), Decision::Unsafe(0));
+    assert_eq!(compare(&req(&[])), Decision::Unsafe(0));
     let none = Shadow::from_json(br#"{"rules": [{"name": "r", "match": {"path": {"prefix": "/a"}}, "percent": 100, "target_cluster": "c"}]}"#).unwrap();
-    assert_eq!(none.decide(&req(&[(":path", "/b")]), 0), Decision::None);
+    assert_eq!(
+        none.decide(&req(&[(":path", "/b")]), 0).mirror,
+        Decision::None
+    );
     assert_eq!(none.rules[0].mode, Mode::Mirror);
 }
 
