@@ -793,7 +793,12 @@ impl Harness {
                         let answer = c.answer.as_ref();
                         let delay = answer.map_or(0, |a| a.delay_ms);
                         let timed_out = c.timeout_ms > 0 && delay > c.timeout_ms;
-                        let response = answer.and_then(Cluster::response);
+                        // Envoy's async client routes the call: the answer
+                        // carries the router's x-envoy-upstream-service-time.
+                        let response = answer.and_then(Cluster::response).map(|mut r| {
+                            r.headers.add("x-envoy-upstream-service-time", b"0");
+                            r
+                        });
                         (c.token, if timed_out { None } else { response })
                     })
                     .collect()

@@ -42,6 +42,8 @@ impl Envoy {
                 "warn",
             ])
             .args(["--component-log-level", "wasm:info"])
+            // Log lines reach the file within 100 ms, for tests that read it.
+            .args(["--file-flush-interval-msec", "100"])
             .arg("--admin-address-path")
             .arg(&admin_file)
             .arg("--log-path")

@@ -264,11 +264,21 @@ impl Shared {
         else {
             return;
         };
-        if num_headers == 0 {
-            // A reset or the call's timeout: the host tells them apart only by time.
+        let headers = if num_headers == 0 {
+            Vec::new()
+        } else {
+            host::header_pairs(Headers::HttpCallResponse).unwrap_or_default()
+        };
+        // No answer (reset, timeout), or one Envoy made up itself (connection
+        // refused: a 503 without the router's x-envoy-upstream-service-time)
+        // is the shadow's failure, not a difference.
+        let from_upstream = headers
+            .iter()
+            .any(|(k, _)| k == "x-envoy-upstream-service-time");
+        if headers.is_empty() || (!from_upstream && status_of(&headers) >= 500) {
             self.state.borrow_mut().pending.remove(&id);
-            let timed_out =
-                host::now_ms().saturating_sub(started) >= self.shadow.compare.timeout_ms;
+            let timed_out = status_of(&headers) == 504
+                || host::now_ms().saturating_sub(started) >= self.shadow.compare.timeout_ms;
             if let Some(c) = self.rule_counters(rule) {
                 if timed_out {
                     c.shadow_timeout.increment();
@@ -279,7 +289,6 @@ impl Shared {
             self.arm();
             return;
         }
-        let headers = host::header_pairs(Headers::HttpCallResponse).unwrap_or_default();
         let mut captured = Captured {
             status: status_of(&headers),
             headers,
