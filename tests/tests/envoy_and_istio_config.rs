@@ -3,9 +3,10 @@
 //! policy core accepts every embedded plugin configuration, and the legacy
 //! EnvoyFilter patch runs in real Envoy.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use switchyard_core::auth::Auth;
 use switchyard_core::router::Router;
+use switchyard_core::shadow::Shadow;
 use switchyard_core::timeouts::Timeouts;
 use switchyard_tests::istio::{manifests, CrdSchemas};
 use switchyard_tests::{client, paths, send, Backend, Bootstrap, Envoy};
@@ -33,6 +34,7 @@ fn every_bootstrap_chains_the_filters_in_policy_order() {
         "switchyard.auth",
         "switchyard.version_router",
         "switchyard.timeouts",
+        "switchyard.shadow",
         "envoy.filters.http.router",
     ];
     let dir = paths::project_root().join("envoy-config");
@@ -62,7 +64,7 @@ fn every_bootstrap_chains_the_filters_in_policy_order() {
             })
             .collect();
         assert!(
-            ranks.windows(2).all(|w| w[0] < w[1]) && ranks.last() == Some(&3),
+            ranks.windows(2).all(|w| w[0] < w[1]) && ranks.last() == Some(&4),
             "{}: {names:?}",
             path.display()
         );
@@ -131,7 +133,9 @@ fn plugin_configs() -> Vec<(String, String, Value)> {
                 &spec["wasm"]["pluginName"],
                 spec["wasm"]["pluginConfig"].clone(),
             ),
-            Some("EnvoyFilter") => {
+            Some("EnvoyFilter")
+                if spec.pointer("/configPatches/0/applyTo") == Some(&json!("HTTP_FILTER")) =>
+            {
                 let filter = spec.pointer("/configPatches/0/patch/value/typed_config/config");
                 let text = filter.and_then(|f| f.pointer("/configuration/value"));
                 (
@@ -151,8 +155,13 @@ fn every_plugin_config_is_accepted_by_the_policy_core() {
     let configs = plugin_configs();
     let count = |name: &str| configs.iter().filter(|(_, n, _)| n == name).count();
     assert_eq!(
-        (count("version_router"), count("auth"), count("timeouts")),
-        (3, 1, 1),
+        (
+            count("version_router"),
+            count("auth"),
+            count("timeouts"),
+            count("shadow")
+        ),
+        (3, 1, 1, 1),
         "{configs:?}"
     );
     for (file, name, config) in configs {
@@ -180,6 +189,18 @@ fn every_plugin_config_is_accepted_by_the_policy_core() {
                 assert_eq!(t.rules[0].timeout_ms, 500, "{file}");
                 assert_eq!(t.faults[0].name, "ratings-delay", "{file}");
             }
+            "shadow" => {
+                let shadow =
+                    Shadow::from_json(json.as_bytes()).unwrap_or_else(|e| panic!("{file}: {e}"));
+                // Mirror targets are Istio cluster names.
+                assert!(
+                    shadow
+                        .rules
+                        .iter()
+                        .all(|r| r.target_cluster.starts_with("outbound|")),
+                    "{file}"
+                );
+            }
             other => panic!("{file}: unknown plugin {other:?}"),
         }
     }
@@ -203,6 +224,15 @@ fn gateway_phases_run_auth_then_router_then_timeouts() {
         ),
         ("AUTHN", "AUTHZ", "UNSPECIFIED_PHASE")
     );
+    // Shadow runs after timeouts in the same phase: higher priority runs first.
+    let priority = |plugin: &str| {
+        docs.iter()
+            .find(|(_, d)| d["spec"]["pluginName"] == plugin)
+            .map(|(_, d)| d["spec"]["priority"].as_i64().unwrap_or(0))
+            .unwrap()
+    };
+    assert_eq!(phase("shadow"), "UNSPECIFIED_PHASE");
+    assert!(priority("timeouts") > priority("shadow"));
     // Every Istio cluster the auth filter calls is declared (`outbound|port||host`).
     let (_, auth) = docs
         .iter()
@@ -224,6 +254,34 @@ fn gateway_phases_run_auth_then_router_then_timeouts() {
             .iter()
             .any(|h| h == host)),
         "{cluster}"
+    );
+}
+
+#[test]
+fn the_mirror_policy_reads_the_header_the_shadow_filter_writes() {
+    let docs = manifests();
+    let plugin = docs
+        .iter()
+        .find(|(_, d)| d["spec"]["pluginName"] == "shadow")
+        .map(|(_, d)| &d["spec"]["pluginConfig"])
+        .unwrap();
+    let mirror = docs
+        .iter()
+        .find(|(_, d)| d["metadata"]["name"] == "switchyard-shadow-mirror")
+        .map(|(_, d)| {
+            &d["spec"]["configPatches"][0]["patch"]["value"]["route"]["request_mirror_policies"][0]
+        })
+        .unwrap();
+    assert_eq!(mirror["cluster_header"], plugin["cluster_header"]);
+    // The same in the Envoy bootstrap the end-to-end tests run.
+    let b = Bootstrap::load(&paths::envoy_config("shadow.yaml"));
+    let route = b
+        .0
+        .pointer("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/route_config/virtual_hosts/0/routes/0/route")
+        .unwrap();
+    assert_eq!(
+        route["request_mirror_policies"][0]["cluster_header"],
+        b.filter_config("switchyard.shadow")["cluster_header"]
     );
 }
 
@@ -261,7 +319,9 @@ fn virtual_service_subsets_exist_in_the_destination_rule() {
 fn the_envoy_filter_patch_runs_in_envoy() {
     let (_, ef) = manifests()
         .into_iter()
-        .find(|(_, d)| d["kind"] == "EnvoyFilter")
+        .find(|(_, d)| {
+            d["metadata"]["name"] == "switchyard-version-router" && d["kind"] == "EnvoyFilter"
+        })
         .unwrap();
     let mut filter = ef["spec"]["configPatches"][0]["patch"]["value"].clone();
     // The gateway mounts the module at an absolute path; point it at our build.
