@@ -2,7 +2,8 @@
 //! backends (v1, v2), sample requests, and which version answered each; then
 //! `auth.wasm` in front of the router, with a real JWKS server and real tokens;
 //! then `timeouts.wasm` after the router: the lab's 0.5 s timeout, deadlines,
-//! retries and faults, each request timed.
+//! retries and faults, each request timed; last `shadow.wasm`: mirrored
+//! traffic tagged and safe, and v1 compared with a v2 that differs.
 //! Everything it starts is stopped when it returns.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -128,6 +129,7 @@ fn main() {
     drop(envoy);
     auth_demo();
     timeouts_demo();
+    shadow_demo();
     println!("\nStopping Envoy and the backends.");
 }
 
@@ -326,4 +328,74 @@ fn timeouts_demo() {
         "cluster.v2.upstream_rq_retry",
         envoy.counter("cluster.v2.upstream_rq_retry")
     );
+}
+
+/// shadow.wasm: mirror everything to v2, compare /reviews with a v2 that differs.
+fn shadow_demo() {
+    let review = |name: &'static str| -> switchyard_tests::Responder {
+        Arc::new(move |r| {
+            if r.path.starts_with("/reviews") {
+                let body = serde_json::json!({"reviewer": name, "stars": 5});
+                Reply::new(200, body.to_string()).header("content-type", "application/json")
+            } else {
+                Reply::new(200, "ok")
+            }
+        })
+    };
+    let v1 = Backend::serving("v1", review("alice"));
+    let v2 = Backend::serving("v2", review("ALICE"));
+    let config_path = paths::envoy_config("shadow.yaml");
+    let mut bootstrap = Bootstrap::load(&config_path);
+    bootstrap
+        .set_cluster_port("v1", v1.port)
+        .set_cluster_port("v2", v2.port);
+    let mut config = bootstrap.filter_config("switchyard.shadow");
+    config["rules"][0]["percent"] = serde_json::json!(100.0);
+    bootstrap.set_filter_config("switchyard.shadow", &config);
+    println!("\nStarting Envoy with shadow.wasm (mirror 100 % to v2; compare /reviews with v2)");
+    println!(
+        "  bootstrap: {} (mirror rule raised to 100 %)",
+        config_path.display()
+    );
+    let envoy = Envoy::start(&bootstrap);
+    for i in 0..5 {
+        get(
+            &envoy.url(&format!("/items/{i}")),
+            &[("authorization", "Bearer secret")],
+        );
+    }
+    let (status, _) = switchyard_tests::send(switchyard_tests::client().post(&envoy.url("/items")));
+    println!(
+        "  5 GETs and 1 POST ({status}) sent; v1 got {} requests",
+        v1.count()
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    println!(
+        "  v2 got {} mirrored copies (the POST is never mirrored):",
+        v2.count()
+    );
+    if let Some(seen) = v2.received().first() {
+        println!(
+            "    host: {}  x-shadow: {}  authorization: {}",
+            seen.header("host").unwrap_or("-"),
+            seen.header("x-shadow").unwrap_or("-"),
+            seen.header("authorization").unwrap_or("(stripped)")
+        );
+    }
+    for i in 0..5 {
+        get(&envoy.url(&format!("/reviews/{i}")), &[]);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    println!("\nEnvoy counters (/stats):");
+    for (name, value) in envoy.stats() {
+        if let Some(short) = name.strip_prefix("wasmcustom.switchyard.shadow.") {
+            if value > 0 {
+                println!("  {short:<40} {value}");
+            }
+        }
+    }
+    if let Some(line) = envoy.logs().lines().find(|l| l.contains("mismatch on")) {
+        let msg = line.split("switchyard-shadow: ").nth(1).unwrap_or(line);
+        println!("Log: {msg}");
+    }
 }
