@@ -76,7 +76,7 @@ demo: setup build
 
 ## bench: criterion benchmarks (harness vs native decisions)
 bench: setup build
-	$(CARGO) bench -p switchyard-harness --bench router --bench auth --bench timeouts
+	$(CARGO) bench -p switchyard-harness --bench router --bench auth --bench timeouts --bench shadow
 
 clean:
 	$(CARGO) clean

@@ -710,13 +710,7 @@ impl Harness {
 
     /// HTTP calls not answered yet.
     pub fn pending_calls(&self) -> Vec<HttpCall> {
-        self.world
-            .borrow()
-            .http_calls
-            .iter()
-            .filter(|c| !c.answered)
-            .cloned()
-            .collect()
+        self.world.borrow().open_calls().cloned().collect()
     }
 
     /// Answers an HTTP call now (`None`: the call fails, as on a reset).
@@ -763,7 +757,7 @@ impl Harness {
         }
         if !self.manual_calls {
             let w = self.world.borrow();
-            for c in w.http_calls.iter().filter(|c| !c.answered) {
+            for c in w.open_calls() {
                 consider(call_due_ns(&w, c));
             }
         }
@@ -786,9 +780,8 @@ impl Harness {
         if !self.manual_calls {
             let due: Vec<(u32, Option<Response>)> = {
                 let w = self.world.borrow();
-                w.http_calls
-                    .iter()
-                    .filter(|c| !c.answered && call_due_ns(&w, c) <= now)
+                w.open_calls()
+                    .filter(|c| call_due_ns(&w, c) <= now)
                     .map(|c| {
                         let answer = c.answer.as_ref();
                         let delay = answer.map_or(0, |a| a.delay_ms);
@@ -828,15 +821,13 @@ impl Harness {
     fn deliver_call(&mut self, token: u32, response: Option<Response>) {
         let call = {
             let mut w = self.world.borrow_mut();
-            let Some(c) = w
-                .http_calls
-                .iter_mut()
-                .find(|c| c.token == token && !c.answered)
-            else {
+            let Some(c) = w.open_calls_mut().find(|c| c.token == token) else {
                 return;
             };
             c.answered = true;
-            c.clone()
+            let c = c.clone();
+            w.settle_calls();
+            c
         };
         let Some(f) = self.filters.get_mut(call.vm) else {
             return;
@@ -1392,10 +1383,14 @@ impl Harness {
         let contexts = self.runs[&id].contexts.clone();
         // Envoy cancels the HTTP calls a stream's contexts still wait for,
         // without a callback.
-        for call in self.world.borrow_mut().http_calls.iter_mut() {
-            if !call.answered && contexts.get(call.vm) == Some(&Some(call.root_context)) {
-                call.answered = true;
+        {
+            let mut w = self.world.borrow_mut();
+            for call in w.open_calls_mut() {
+                if contexts.get(call.vm) == Some(&Some(call.root_context)) {
+                    call.answered = true;
+                }
             }
+            w.settle_calls();
         }
         for (i, ctx) in contexts.iter().enumerate() {
             let Some(ctx) = *ctx else { continue };

@@ -108,6 +108,8 @@ pub struct World {
     /// Requests each cluster has answered (for `Cluster::first`).
     pub(crate) cluster_hits: HashMap<String, usize>,
     pub http_calls: Vec<HttpCall>,
+    /// Every call before this index is answered (so long runs stay fast).
+    pub(crate) first_open_call: usize,
     pub(crate) next_token: u32,
     pub trace: Vec<TraceEntry>,
     pub trace_enabled: bool,
@@ -138,6 +140,30 @@ impl World {
 
     pub fn now_ms(&self) -> u64 {
         (self.now_ns - EPOCH_START_NS) / 1_000_000
+    }
+
+    /// Calls not answered yet.
+    pub(crate) fn open_calls(&self) -> impl Iterator<Item = &HttpCall> {
+        self.http_calls[self.first_open_call..]
+            .iter()
+            .filter(|c| !c.answered)
+    }
+
+    pub(crate) fn open_calls_mut(&mut self) -> impl Iterator<Item = &mut HttpCall> {
+        self.http_calls[self.first_open_call..]
+            .iter_mut()
+            .filter(|c| !c.answered)
+    }
+
+    /// Moves the open-call watermark past answered calls.
+    pub(crate) fn settle_calls(&mut self) {
+        while self
+            .http_calls
+            .get(self.first_open_call)
+            .is_some_and(|c| c.answered)
+        {
+            self.first_open_call += 1;
+        }
     }
 
     /// How cluster `name` (configured as `cluster`) answers its next request.
