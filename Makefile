@@ -19,7 +19,7 @@ WASM_OPT      := $(CURDIR)/.tools/node_modules/.bin/wasm-opt
 FIXTURES      := sdk_hello_world sdk_http_headers sdk_http_auth_random sdk_http_body sdk_http_config abi_probe fixture_set_headers
 CARGO         ?= cargo
 
-.PHONY: all setup build test lint demo bench clean sizes
+.PHONY: all setup build test lint demo bench oci clean sizes
 
 all: build
 
@@ -77,6 +77,11 @@ demo: setup build
 ## bench: criterion benchmarks (harness vs native decisions)
 bench: setup build
 	$(CARGO) bench -p switchyard-harness --bench router --bench auth --bench timeouts --bench shadow
+
+## oci: each filter as a reproducible OCI image layout (+ .tar) in target/oci, digests printed,
+## WasmPlugin manifests copied there with sha256 pinned
+oci: build
+	$(CARGO) run --quiet --release -p switchyard-oci -- $(FILTERS)
 
 clean:
 	$(CARGO) clean
