@@ -54,6 +54,26 @@ pub(crate) fn is_header_name(name: &str) -> bool {
         })
 }
 
+/// `name` when it is a valid lower-case header name; otherwise an error naming `field`.
+pub(crate) fn header_name(name: &str, field: &str) -> Result<String, ConfigError> {
+    if is_header_name(name) {
+        Ok(name.to_owned())
+    } else {
+        Err(ConfigError::new(
+            field,
+            "not a valid lower-case header name",
+        ))
+    }
+}
+
+/// A rule's or fault's name: it becomes part of stat names, so 1 to 64 characters.
+pub(crate) fn check_rule_name(name: &str, field: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(ConfigError::new(field, "must be 1 to 64 characters"));
+    }
+    Ok(())
+}
+
 /// True for a non-empty value that is safe in a header and a stat name.
 pub(crate) fn is_token(value: &str) -> bool {
     !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic())

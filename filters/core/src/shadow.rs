@@ -8,10 +8,10 @@ mod config;
 #[cfg(test)]
 mod tests;
 
-pub use compare::{Captured, Difference};
+pub use compare::{classify_answer, status_of, Answer, Captured, Difference};
 pub use config::{CompareConfig, Mode, ReceiverConfig, RuleConfig, SafeConfig, ShadowConfig};
 
-use crate::config::{from_json, is_header_name, ConfigError};
+use crate::config::{check_rule_name, from_json, header_name, ConfigError};
 use crate::headers::RequestHeaders;
 use crate::matcher::RequestMatch;
 use crate::sampling::Sampler;
@@ -74,17 +74,6 @@ pub enum Decision {
     Shadow(usize),
 }
 
-fn header_name(name: &str, field: &str) -> Result<String, ConfigError> {
-    if is_header_name(name) {
-        Ok(name.to_owned())
-    } else {
-        Err(ConfigError::new(
-            field,
-            "not a valid lower-case header name",
-        ))
-    }
-}
-
 impl Shadow {
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
         Self::compile(&from_json::<ShadowConfig>(bytes)?)
@@ -94,12 +83,7 @@ impl Shadow {
         let mut rules = Vec::with_capacity(c.rules.len());
         for (i, r) in c.rules.iter().enumerate() {
             let field = format!("rules[{i}]");
-            if r.name.is_empty() || r.name.len() > 64 {
-                return Err(ConfigError::new(
-                    format!("{field}.name"),
-                    "must be 1 to 64 characters",
-                ));
-            }
+            check_rule_name(&r.name, &format!("{field}.name"))?;
             if r.target_cluster.is_empty()
                 || !r.target_cluster.bytes().all(|b| b.is_ascii_graphic())
             {

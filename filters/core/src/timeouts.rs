@@ -357,6 +357,44 @@ impl Timeouts {
     pub fn sample_by(&self) -> &str {
         &self.sample_by
     }
+
+    /// The request headers a forwarded request gets: the router's timeout
+    /// and retry controls, then the propagated deadline. Every
+    /// [`CLIENT_CONTROL_HEADERS`] entry not listed here must be removed.
+    pub fn router_headers(&self, adm: &Admission, fwd: &Forward) -> Vec<(&str, String)> {
+        let mut out: Vec<(&str, String)> = Vec::with_capacity(8);
+        if let Some(ms) = fwd.timeout_ms {
+            out.push(("x-envoy-upstream-rq-timeout-ms", ms.to_string()));
+        }
+        if let Some(ms) = fwd.per_try_timeout_ms {
+            out.push(("x-envoy-upstream-rq-per-try-timeout-ms", ms.to_string()));
+        }
+        if let Some(rt) = adm
+            .rule
+            .and_then(|r| self.rules.get(r))
+            .and_then(|r| r.retries.as_ref())
+        {
+            out.push(("x-envoy-max-retries", rt.attempts.to_string()));
+            for (name, value) in [
+                ("x-envoy-retry-on", &rt.http_on),
+                ("x-envoy-retry-grpc-on", &rt.grpc_on),
+                ("x-envoy-retriable-status-codes", &rt.status_codes),
+            ] {
+                if !value.is_empty() {
+                    out.push((name, value.clone()));
+                }
+            }
+        }
+        if let (Some(d), Some(ms)) = (&self.deadline, fwd.propagate_ms) {
+            if let Some(p) = &d.propagate {
+                out.push((p.as_str(), ms.to_string()));
+            }
+            if adm.grpc {
+                out.push(("grpc-timeout", grpc_timeout_value(ms)));
+            }
+        }
+        out
+    }
 }
 
 impl Fault {

@@ -675,14 +675,8 @@ impl HttpContext for AuthStream {
                 shared.counters.header_errors.increment();
             }
         }
-        let mut headers = HeaderList(Vec::with_capacity(auth.header_names().len()));
-        for name in auth.header_names() {
-            match host::header(Headers::Request, name) {
-                Ok(Some(v)) => headers.0.push((name.clone(), v)),
-                Ok(None) => {}
-                Err(_) => shared.counters.header_errors.increment(),
-            }
-        }
+        let headers =
+            crate::fetch_request_headers(auth.header_names(), shared.counters.header_errors);
         let eval = auth.begin(&headers);
         let pending = Rc::new(RefCell::new(Pending {
             context_id: self.context_id,

@@ -32,6 +32,23 @@ pub(crate) fn configure<T>(
     None
 }
 
+/// The request headers a policy's decisions read, fetched once each (and
+/// only those: no copy of the whole map); host refusals are counted.
+pub(crate) fn fetch_request_headers(
+    names: &[String],
+    errors: host::Counter,
+) -> switchyard_core::HeaderList {
+    let mut headers = switchyard_core::HeaderList(Vec::with_capacity(names.len()));
+    for name in names {
+        match host::header(host::Headers::Request, name) {
+            Ok(Some(v)) => headers.0.push((name.clone(), v)),
+            Ok(None) => {}
+            Err(_) => errors.increment(),
+        }
+    }
+    headers
+}
+
 thread_local! {
     static SPLIT_DRAW: std::cell::Cell<u64> = std::cell::Cell::new(fastrand::u64(..));
 }

@@ -15,7 +15,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
-use switchyard_core::shadow::{Captured, Decision, Mode, Shadow};
+use switchyard_core::shadow::{
+    classify_answer, status_of, Answer, Captured, Decision, Mode, Shadow,
+};
 use switchyard_core::HeaderList;
 
 const NAME: &str = "shadow";
@@ -269,18 +271,12 @@ impl Shared {
         } else {
             host::header_pairs(Headers::HttpCallResponse).unwrap_or_default()
         };
-        // No answer (reset, timeout), or one Envoy made up itself (connection
-        // refused: a 503 without the router's x-envoy-upstream-service-time)
-        // is the shadow's failure, not a difference.
-        let from_upstream = headers
-            .iter()
-            .any(|(k, _)| k == "x-envoy-upstream-service-time");
-        if headers.is_empty() || (!from_upstream && status_of(&headers) >= 500) {
+        let elapsed = host::now_ms().saturating_sub(started);
+        let answer = classify_answer(&headers, elapsed, self.shadow.compare.timeout_ms);
+        if answer != Answer::Real {
             self.state.borrow_mut().pending.remove(&id);
-            let timed_out = status_of(&headers) == 504
-                || host::now_ms().saturating_sub(started) >= self.shadow.compare.timeout_ms;
             if let Some(c) = self.rule_counters(rule) {
-                if timed_out {
+                if answer == Answer::Timeout {
                     c.shadow_timeout.increment();
                 } else {
                     c.shadow_error.increment();
@@ -413,14 +409,6 @@ impl Shared {
     }
 }
 
-fn status_of(headers: &[(String, Vec<u8>)]) -> u16 {
-    headers
-        .iter()
-        .find(|(k, _)| k == ":status")
-        .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok())
-        .unwrap_or(0)
-}
-
 pub struct ShadowStream {
     shared: Option<Rc<Shared>>,
     /// The comparison this stream's response feeds, and what is recorded so far.
@@ -428,19 +416,6 @@ pub struct ShadowStream {
 }
 
 impl ShadowStream {
-    fn fetch(shared: &Shared) -> HeaderList {
-        let names = shared.shadow.header_names();
-        let mut headers = HeaderList(Vec::with_capacity(names.len()));
-        for name in names {
-            match host::header(Headers::Request, name) {
-                Ok(Some(v)) => headers.0.push((name.clone(), v)),
-                Ok(None) => {}
-                Err(_) => shared.counters.header_errors.increment(),
-            }
-        }
-        headers
-    }
-
     /// Shadows a sampled request by its rule's mode.
     fn shadow(&mut self, shared: &Shared, headers: &HeaderList, rule: usize) {
         let s = &shared.shadow;
@@ -516,7 +491,7 @@ impl HttpContext for ShadowStream {
             return Action::Continue;
         };
         let s = &shared.shadow;
-        let headers = Self::fetch(&shared);
+        let headers = crate::fetch_request_headers(s.header_names(), shared.counters.header_errors);
         if s.receiver.is_some() && s.is_shadow(&headers) {
             return Self::receive(&shared, &headers);
         }

@@ -11,10 +11,8 @@ use proxy_wasm::types::{Action, ContextType};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use switchyard_core::timeouts::{
-    grpc_timeout_value, Admission, Budget, Forward, Reply, ReplyKind, Step, Timeouts,
-    CLIENT_CONTROL_HEADERS,
+    Admission, Budget, Forward, Reply, ReplyKind, Step, Timeouts, CLIENT_CONTROL_HEADERS,
 };
-use switchyard_core::HeaderList;
 
 const NAME: &str = "timeouts";
 
@@ -207,52 +205,16 @@ impl Shared {
     /// only the policy sets them. (Done here, not on arrival: a request
     /// answered locally never needs it, and a replaced header needs no removal.)
     fn forward(&self, adm: &Admission, fwd: &Forward) {
+        let headers = self.timeouts.router_headers(adm, fwd);
         let mut failed = false;
-        let mut written: [&str; 8] = [""; 8];
-        let mut n = 0;
-        let mut set = |name: &'static str, value: &[u8]| {
-            failed |= host::set_header(Headers::Request, name, value).is_err();
-            if let Some(slot) = written.get_mut(n) {
-                *slot = name;
-                n += 1;
-            }
-        };
-        if let Some(ms) = fwd.timeout_ms {
-            set("x-envoy-upstream-rq-timeout-ms", ms.to_string().as_bytes());
-        }
-        if let Some(ms) = fwd.per_try_timeout_ms {
-            set(
-                "x-envoy-upstream-rq-per-try-timeout-ms",
-                ms.to_string().as_bytes(),
-            );
-        }
-        let rule = adm.rule.and_then(|r| self.timeouts.rules.get(r));
-        if let Some(rt) = rule.and_then(|r| r.retries.as_ref()) {
-            set("x-envoy-max-retries", rt.attempts.to_string().as_bytes());
-            for (name, value) in [
-                ("x-envoy-retry-on", &rt.http_on),
-                ("x-envoy-retry-grpc-on", &rt.grpc_on),
-                ("x-envoy-retriable-status-codes", &rt.status_codes),
-            ] {
-                if !value.is_empty() {
-                    set(name, value.as_bytes());
-                }
-            }
+        for (name, value) in &headers {
+            failed |= host::set_header(Headers::Request, name, value.as_bytes()).is_err();
         }
         for name in CLIENT_CONTROL_HEADERS {
-            if !written.contains(name) && host::remove_header(Headers::Request, name).is_err() {
+            if !headers.iter().any(|(n, _)| n == name)
+                && host::remove_header(Headers::Request, name).is_err()
+            {
                 failed = true;
-            }
-        }
-        if let (Some(d), Some(ms)) = (&self.timeouts.deadline, fwd.propagate_ms) {
-            let mut put = |name: &str, value: &[u8]| {
-                failed |= host::set_header(Headers::Request, name, value).is_err();
-            };
-            if let Some(p) = &d.propagate {
-                put(p, ms.to_string().as_bytes());
-            }
-            if adm.grpc {
-                put("grpc-timeout", grpc_timeout_value(ms).as_bytes());
             }
         }
         if failed {
@@ -341,14 +303,7 @@ impl HttpContext for TimeoutsStream {
             return Action::Continue;
         };
         let t = &shared.timeouts;
-        let mut headers = HeaderList(Vec::with_capacity(t.header_names().len()));
-        for name in t.header_names() {
-            match host::header(Headers::Request, name) {
-                Ok(Some(v)) => headers.0.push((name.clone(), v)),
-                Ok(None) => {}
-                Err(_) => shared.counters.header_errors.increment(),
-            }
-        }
+        let headers = crate::fetch_request_headers(t.header_names(), shared.counters.header_errors);
         let now_ns = host::now_ns();
         let now = now_ns / 1_000_000;
         // Whole milliseconds spent since arrival, from nanoseconds so that

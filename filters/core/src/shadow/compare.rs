@@ -25,6 +25,43 @@ pub struct Captured {
     pub truncated: bool,
 }
 
+/// A response's `:status` (0 if absent or unreadable).
+pub fn status_of(headers: &[(String, Vec<u8>)]) -> u16 {
+    headers
+        .iter()
+        .find(|(k, _)| k == ":status")
+        .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// How the shadow answered the filter's copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// An answer from the shadow service: compare it.
+    Real,
+    /// No real answer: a reset, a refused connection.
+    Error,
+    /// No real answer in time.
+    Timeout,
+}
+
+/// Classifies the answer to a copy. Envoy reports a reset or timeout as no
+/// headers, and answers a refused connection itself with a 503 that lacks
+/// the router's `x-envoy-upstream-service-time`; neither is a difference.
+pub fn classify_answer(headers: &[(String, Vec<u8>)], elapsed_ms: u64, timeout_ms: u64) -> Answer {
+    let from_upstream = headers
+        .iter()
+        .any(|(k, _)| k == "x-envoy-upstream-service-time");
+    let status = status_of(headers);
+    if !headers.is_empty() && (from_upstream || status < 500) {
+        Answer::Real
+    } else if status == 504 || elapsed_ms >= timeout_ms {
+        Answer::Timeout
+    } else {
+        Answer::Error
+    }
+}
+
 impl Captured {
     /// Appends body bytes up to `limit`, remembering anything beyond.
     pub fn push_body(&mut self, chunk: &[u8], limit: usize) {

@@ -210,6 +210,32 @@ fn differences_are_found_and_summarised() {
 }
 
 #[test]
+fn only_real_answers_are_compared() {
+    let pairs = |h: &[(&str, &str)]| -> Vec<(String, Vec<u8>)> {
+        h.iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect()
+    };
+    let real_503 = pairs(&[(":status", "503"), ("x-envoy-upstream-service-time", "3")]);
+    assert_eq!(classify_answer(&real_503, 10, 2000), Answer::Real);
+    assert_eq!(
+        classify_answer(&pairs(&[(":status", "404")]), 10, 2000),
+        Answer::Real
+    );
+    // Envoy's own answer to a refused connection.
+    let refused = pairs(&[(":status", "503"), ("content-type", "text/plain")]);
+    assert_eq!(classify_answer(&refused, 10, 2000), Answer::Error);
+    assert_eq!(
+        classify_answer(&pairs(&[(":status", "504")]), 10, 2000),
+        Answer::Timeout
+    );
+    // No headers: a reset early, a timeout late.
+    assert_eq!(classify_answer(&[], 10, 2000), Answer::Error);
+    assert_eq!(classify_answer(&[], 2000, 2000), Answer::Timeout);
+    assert_eq!(status_of(&pairs(&[(":status", "2x0")])), 0);
+}
+
+#[test]
 fn bodies_over_the_limit_are_not_compared() {
     let mut p = Captured::default();
     p.push_body(b"0123456789", 4);

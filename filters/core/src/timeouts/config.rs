@@ -2,7 +2,7 @@
 //! validation, each error naming the field.
 
 use super::{Abort, Deadline, Fault, Retries, Rule, DEFAULT_DEADLINE_MAX_MS};
-use crate::config::{is_header_name, ConfigError};
+use crate::config::{check_rule_name, header_name, is_header_name, ConfigError};
 use crate::matcher::{MatchConfig, RequestMatch};
 use crate::sampling::Sampler;
 use serde::Deserialize;
@@ -133,15 +133,8 @@ fn positive(v: i64, field: String) -> Result<u64, ConfigError> {
         .ok_or_else(|| ConfigError::new(field, "must be a positive number of milliseconds"))
 }
 
-fn name(n: &str, field: String) -> Result<(), ConfigError> {
-    if n.is_empty() || n.len() > 64 {
-        return Err(ConfigError::new(field, "must be 1 to 64 characters"));
-    }
-    Ok(())
-}
-
 pub(super) fn compile_rule(r: &RuleConfig, field: &str) -> Result<Rule, ConfigError> {
-    name(&r.name, format!("{field}.name"))?;
+    check_rule_name(&r.name, &format!("{field}.name"))?;
     let timeout_ms = positive(r.timeout_ms, format!("{field}.timeout_ms"))?;
     let per_try_timeout_ms = r
         .per_try_timeout_ms
@@ -226,7 +219,7 @@ fn compile_retries(rt: &RetriesConfig, field: &str) -> Result<Retries, ConfigErr
 }
 
 pub(super) fn compile_fault(f: &FaultConfig, field: &str) -> Result<Fault, ConfigError> {
-    name(&f.name, format!("{field}.name"))?;
+    check_rule_name(&f.name, &format!("{field}.name"))?;
     if f.delay.is_none() && f.abort.is_none() {
         return Err(ConfigError::new(field, "give a delay, an abort or both"));
     }
@@ -287,12 +280,7 @@ pub(super) fn compile_deadline(d: &DeadlineConfig) -> Result<Deadline, ConfigErr
         ));
     }
     for (i, h) in d.inbound.iter().enumerate() {
-        if !is_header_name(h) {
-            return Err(ConfigError::new(
-                format!("deadline.inbound[{i}]"),
-                "not a valid lower-case header name",
-            ));
-        }
+        header_name(h, &format!("deadline.inbound[{i}]"))?;
     }
     if let Some(p) = &d.propagate {
         if !is_header_name(p) || p == "grpc-timeout" {
@@ -315,12 +303,5 @@ pub(super) fn compile_deadline(d: &DeadlineConfig) -> Result<Deadline, ConfigErr
 }
 
 pub(super) fn compile_sample_by(sample_by: Option<&str>) -> Result<String, ConfigError> {
-    match sample_by {
-        None => Ok("x-request-id".into()),
-        Some(h) if is_header_name(h) => Ok(h.into()),
-        Some(_) => Err(ConfigError::new(
-            "sample_by",
-            "not a valid lower-case header name",
-        )),
-    }
+    header_name(sample_by.unwrap_or("x-request-id"), "sample_by")
 }

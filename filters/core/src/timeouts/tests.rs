@@ -86,6 +86,36 @@ fn first_matching_rule_sets_timeout_per_try_and_retries() {
 }
 
 #[test]
+fn forwarded_requests_get_the_router_controls_and_the_propagated_deadline() {
+    let t = example();
+    let grpc = req(&[
+        (":path", "/reviews/1"),
+        ("x-version", "v2"),
+        ("content-type", "application/grpc"),
+    ]);
+    let adm = t.admit(&grpc, 0, 0, 0);
+    let headers = t.router_headers(&adm, &forward(t.step(&adm, 0)));
+    let got: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            ("x-envoy-upstream-rq-timeout-ms", "500"),
+            ("x-envoy-upstream-rq-per-try-timeout-ms", "200"),
+            ("x-envoy-max-retries", "2"),
+            ("x-envoy-retry-on", "5xx,reset,connect-failure"),
+            ("x-request-timeout-ms", "200"),
+            ("grpc-timeout", "200m"),
+        ]
+    );
+    // No rule, no deadline: nothing set (every client control is then removed).
+    let bare = Timeouts::from_json(b"{}").unwrap();
+    let adm = bare.admit(&req(&[]), 0, 0, 0);
+    assert!(bare
+        .router_headers(&adm, &forward(bare.step(&adm, 0)))
+        .is_empty());
+}
+
+#[test]
 fn time_already_spent_in_the_proxy_counts() {
     let t = example();
     // Arrived at 1000, the filter sees it at 1040 (another filter's I/O).
