@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::built;
+use common::FilterPolicy;
 use serde_json::{json, Value};
 use switchyard_harness::world::EPOCH_START_NS;
 use switchyard_harness::{Cluster, Exchange, Harness, Request};
@@ -35,7 +35,7 @@ fn base_config() -> Value {
 
 fn harness(config: &Value) -> Harness {
     let mut h = Harness::new();
-    h.filter(built("auth"), &config.to_string())
+    h.filter_policy("auth", &config.to_string())
         .expect("auth loads");
     h
 }
@@ -224,7 +224,7 @@ fn signatures_are_checked_by_the_host_when_it_offers_verify_signature() {
     // A host without the function: the filter checks in wasm.
     let mut h = Harness::new();
     h.without_foreign_function("verify_signature");
-    h.filter(built("auth"), &base_config().to_string()).unwrap();
+    h.filter_policy("auth", &base_config().to_string()).unwrap();
     assert_eq!(h.send(bearer("/x", &token)).status(), Some(200));
     assert_denied(&h.send(bearer("/x", &forged)), 401, "token_bad_signature");
     assert_eq!(h.world().signatures_verified, 0);
@@ -254,7 +254,7 @@ fn idp_up() -> Cluster {
 fn remote_harness(idp: Cluster, refresh_s: u64) -> Harness {
     let mut h = Harness::new();
     h.cluster("idp", idp);
-    h.filter(built("auth"), &remote_config(refresh_s).to_string())
+    h.filter_policy("auth", &remote_config(refresh_s).to_string())
         .unwrap();
     h
 }
@@ -305,7 +305,7 @@ fn waiting_requests_resume_when_the_keys_arrive() {
     let mut h = Harness::new();
     h.cluster("idp", idp_up());
     h.manual_http_calls(true);
-    h.filter(built("auth"), &remote_config(300).to_string())
+    h.filter_policy("auth", &remote_config(300).to_string())
         .unwrap();
     let ids: Vec<_> = (0..5)
         .map(|i| {
@@ -351,7 +351,7 @@ fn ext_harness(authz: Cluster, mode: &str) -> Harness {
     c["providers"][3]["ext_auth"]["failure_mode"] = json!(mode);
     let mut h = Harness::new();
     h.cluster("authz", authz);
-    h.filter(built("auth"), &c.to_string()).unwrap();
+    h.filter_policy("auth", &c.to_string()).unwrap();
     h
 }
 
@@ -433,7 +433,7 @@ fn bad_configuration_is_rejected_naming_the_field() {
     c["providers"][0]["jwt"]["algorithms"] = json!(["RS256", "none"]);
     let mut h = Harness::new();
     let err = h
-        .filter(built("auth"), &c.to_string())
+        .filter_policy("auth", &c.to_string())
         .err()
         .expect("rejected");
     let logs: Vec<String> = h.logs().into_iter().map(|l| l.message).collect();
@@ -454,8 +454,8 @@ fn auth_in_front_of_the_router_makes_identity_routing_trustworthy() {
     let mut c = base_config();
     c["rules"] = json!([{"match": {}, "require_any": ["corp"]}]);
     let mut h = Harness::new();
-    h.filter(built("auth"), &c.to_string()).unwrap();
-    h.filter(built("version_router"), &router.to_string())
+    h.filter_policy("auth", &c.to_string()).unwrap();
+    h.filter_policy("version_router", &router.to_string())
         .unwrap();
     for v in ["v1", "v2", "v3"] {
         h.cluster(v, Cluster::default());

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::built;
+use common::FilterPolicy;
 use serde_json::{json, Value};
 use switchyard_harness::{Cluster, Harness, Request};
 
@@ -18,7 +18,7 @@ fn compare_config() -> Value {
 
 fn harness(config: &Value) -> Harness {
     let mut h = Harness::new();
-    h.filter(built("shadow"), &config.to_string())
+    h.filter_policy("shadow", &config.to_string())
         .expect("shadow loads");
     h
 }
@@ -282,7 +282,7 @@ fn bad_configuration_is_rejected_naming_the_field() {
         ),
     ] {
         let err = Harness::new()
-            .filter(built("shadow"), &config.to_string())
+            .filter_policy("shadow", &config.to_string())
             .err()
             .expect("rejected")
             .to_string();

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::built;
+use common::{built, FilterPolicy};
 use serde_json::{json, Value};
 use switchyard_harness::{Cluster, Harness, Request};
 
@@ -26,7 +26,7 @@ fn example() -> Value {
 
 fn harness(config: &Value) -> Harness {
     let mut h = Harness::new();
-    h.filter(built("timeouts"), &config.to_string())
+    h.filter_policy("timeouts", &config.to_string())
         .expect("timeouts loads");
     h
 }
@@ -113,7 +113,7 @@ fn router_headers_already_on_the_request_cannot_raise_the_budget() {
     let mut h = Harness::new();
     h.filter(built("fixture_set_headers"), "")
         .expect("fixture loads")
-        .filter(built("timeouts"), &example().to_string())
+        .filter_policy("timeouts", &example().to_string())
         .expect("timeouts loads");
     h.upstream(Cluster::default().delay_ms(10_000));
     let ex = h.send(
@@ -382,7 +382,7 @@ fn bad_configuration_is_rejected_naming_the_field() {
         ),
     ] {
         let err = Harness::new()
-            .filter(built("timeouts"), &config.to_string())
+            .filter_policy("timeouts", &config.to_string())
             .err()
             .expect("rejected")
             .to_string();

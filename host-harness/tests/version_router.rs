@@ -1,14 +1,10 @@
 //! The real `version_router.wasm` in the harness: a filter test reads like
 //! the scenario it checks.
 
-use switchyard_harness::{Cluster, Harness, Request};
+mod common;
 
-fn wasm() -> std::path::PathBuf {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/wasm32-wasip1/release/version_router.wasm");
-    assert!(p.exists(), "{} missing: run `make build`", p.display());
-    p
-}
+use common::FilterPolicy;
+use switchyard_harness::{Cluster, Harness, Request};
 
 const LAB: &str = r#"{
   "default_version": "v1",
@@ -21,7 +17,8 @@ const LAB: &str = r#"{
 
 fn router() -> Harness {
     let mut h = Harness::new();
-    h.filter(wasm(), LAB).expect("router loads");
+    h.filter_policy("version_router", LAB)
+        .expect("router loads");
     h.cluster("v1", Cluster::default().header("x-backend", "v1"));
     h.cluster("v2", Cluster::default().header("x-backend", "v2"));
     h.route("x-version", "v2", "v2")
@@ -92,8 +89,8 @@ fn split_holds_over_many_requests() {
 fn bad_configuration_is_rejected_naming_the_field() {
     let mut h = Harness::new();
     let err = h
-        .filter(
-            wasm(),
+        .filter_policy(
+            "version_router",
             r#"{"default_version": "v1", "routes": [{"split": []}]}"#,
         )
         .err()

@@ -105,6 +105,30 @@ impl Bootstrap {
         out.unwrap_or_else(|| panic!("no JSON configuration for filter {filter:?}"))
     }
 
+    /// Every run of consecutive Switchyard Wasm filters (`auth`,
+    /// `version_router`, `timeouts`, `shadow`) merged into one `switchyard.wasm`
+    /// filter with a section each, so the same test runs through the one-VM
+    /// chain. A policy already in the run starts a new one.
+    pub fn merged_into_chain(&self) -> Self {
+        let mut out = self.clone();
+        visit_mut(&mut out.0, &mut |v| {
+            if let Some(Value::Array(filters)) = v.get_mut("http_filters") {
+                *filters = merge_runs(std::mem::take(filters));
+            }
+        });
+        out
+    }
+
+    /// What a test hands Envoy: this bootstrap, or with `SWITCHYARD_CHAIN=1`
+    /// (the second pass of `make test`) its chain-merged form.
+    pub fn for_this_run(&self) -> Self {
+        if through_chain() {
+            self.merged_into_chain()
+        } else {
+            self.clone()
+        }
+    }
+
     pub fn write(&self, path: &Path) {
         std::fs::write(path, serde_json::to_vec_pretty(&self.0).expect("serialise"))
             .expect("write bootstrap");
@@ -127,4 +151,77 @@ fn visit(v: &Value, f: &mut impl FnMut(&Value)) {
         Value::Object(o) => o.values().for_each(|x| visit(x, f)),
         _ => {}
     }
+}
+
+/// True when `SWITCHYARD_CHAIN=1`: `make test` runs the filter tests once
+/// against each single filter and once against the one-VM chain.
+pub fn through_chain() -> bool {
+    std::env::var_os("SWITCHYARD_CHAIN").is_some_and(|v| v == "1")
+}
+
+/// The chain section of a Switchyard Wasm filter, from its module's name.
+fn section_of(filter: &Value) -> Option<&'static str> {
+    let file = filter
+        .pointer("/typed_config/config/vm_config/code/local/filename")?
+        .as_str()?;
+    let name = Path::new(file).file_name()?.to_str()?;
+    Some(match name {
+        "auth.wasm" => "auth",
+        "version_router.wasm" => "router",
+        "timeouts.wasm" => "timeouts",
+        "shadow.wasm" => "shadow",
+        _ => return None,
+    })
+}
+
+fn merge_runs(filters: Vec<Value>) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    // Index in `out` of the chain filter being filled, and its sections.
+    let mut run: Option<(usize, serde_json::Map<String, Value>)> = None;
+    let close = |out: &mut Vec<Value>,
+                 run: &mut Option<(usize, serde_json::Map<String, Value>)>| {
+        if let Some((at, sections)) = run.take() {
+            out[at]["typed_config"]["config"]["configuration"]["value"] =
+                Value::String(Value::Object(sections).to_string());
+        }
+    };
+    for filter in filters {
+        let Some(section) = section_of(&filter) else {
+            close(&mut out, &mut run);
+            out.push(filter);
+            continue;
+        };
+        let config: Value = filter
+            .pointer("/typed_config/config/configuration/value")
+            .and_then(Value::as_str)
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or(Value::Null);
+        if run.as_ref().is_some_and(|(_, s)| s.contains_key(section)) {
+            close(&mut out, &mut run);
+        }
+        match run.as_mut() {
+            Some((_, sections)) => {
+                sections.insert(section.to_owned(), config);
+            }
+            None => {
+                let mut chain = filter;
+                let c = &mut chain["typed_config"]["config"];
+                let file = c["vm_config"]["code"]["local"]["filename"]
+                    .as_str()
+                    .map(|f| Path::new(f).with_file_name("switchyard.wasm"))
+                    .expect("a Switchyard filter has a local filename");
+                c["vm_config"]["code"]["local"]["filename"] =
+                    Value::String(file.to_string_lossy().into_owned());
+                c["root_id"] = Value::String("switchyard".into());
+                c["name"] = Value::String("switchyard".into());
+                c["vm_config"]["vm_id"] = Value::String(format!("switchyard-{}", out.len()));
+                let mut sections = serde_json::Map::new();
+                sections.insert(section.to_owned(), config);
+                out.push(chain);
+                run = Some((out.len() - 1, sections));
+            }
+        }
+    }
+    close(&mut out, &mut run);
+    out
 }

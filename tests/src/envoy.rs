@@ -28,7 +28,7 @@ impl Envoy {
     pub fn try_start(bootstrap: &Bootstrap) -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("bootstrap.json");
-        bootstrap.write(&config);
+        bootstrap.for_this_run().write(&config);
         let admin_file = dir.path().join("admin-address");
         let log = dir.path().join("envoy.log");
         let child = Command::new(envoy_binary())

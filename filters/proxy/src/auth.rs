@@ -6,9 +6,9 @@
 //! resuming) or at the stream; both hand them to [`Shared`], which switches the
 //! effective context to the waiting stream before touching it.
 
+use crate::chain::{Handle, Policy, Stream};
 use crate::host::{self, Counter, Headers, Level};
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType};
+use proxy_wasm::types::Action;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -113,32 +113,40 @@ struct State {
 
 struct Shared {
     auth: Auth,
+    handle: Handle,
     counters: Counters,
     state: RefCell<State>,
 }
 
-#[derive(Default)]
-pub struct AuthRoot {
+pub(crate) struct AuthRoot {
+    handle: Handle,
     shared: Option<Rc<Shared>>,
 }
 
-impl AuthRoot {
-    pub fn new() -> Self {
-        Self::default()
-    }
+/// The auth filter's root: this policy alone.
+pub fn filter() -> crate::chain::ChainRoot {
+    crate::chain::ChainRoot::single(|h| Box::new(AuthRoot::new(h)))
 }
 
-impl Context for AuthRoot {
-    fn on_http_call_response(&mut self, token: u32, _: usize, body_size: usize, _: usize) {
-        if let Some(shared) = &self.shared {
-            shared.on_call_response(token, body_size);
+impl AuthRoot {
+    pub(crate) fn new(handle: Handle) -> Self {
+        Self {
+            handle,
+            shared: None,
         }
     }
 }
 
-impl RootContext for AuthRoot {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let Some(auth) = crate::configure(NAME, "providers and rules are", Auth::from_json) else {
+impl Policy for AuthRoot {
+    fn on_http_call_response(&mut self, token: u32, _: usize, body_size: usize) {
+        if let Some(shared) = &self.shared {
+            shared.on_call_response(token, body_size);
+        }
+    }
+
+    fn configure(&mut self, config: Option<&[u8]>) -> bool {
+        let Some(auth) = crate::configure(NAME, "providers and rules are", config, Auth::from_json)
+        else {
             return false;
         };
         let n = auth.provider_count();
@@ -158,9 +166,10 @@ impl RootContext for AuthRoot {
                 host_crypto: HostCrypto::Unknown,
             }),
             auth,
+            handle: self.handle.clone(),
         });
         if has_remote {
-            if host::set_tick_period_ms(TICK_MS).is_err() {
+            if self.handle.set_tick_period_ms(TICK_MS).is_err() {
                 host::log(
                     Level::Warn,
                     &format!(
@@ -182,16 +191,12 @@ impl RootContext for AuthRoot {
         }
     }
 
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(AuthStream {
+    fn create_stream(&self, context_id: u32) -> Box<dyn Stream> {
+        Box::new(AuthStream {
             shared: self.shared.clone(),
             context_id,
             pending: None,
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+        })
     }
 }
 
@@ -384,7 +389,7 @@ impl Shared {
             return;
         }
         if let Action::Continue = self.drive(pending) {
-            let _ = host::continue_request();
+            self.handle.resume(id);
         }
     }
 
@@ -640,13 +645,13 @@ fn get_varint(bytes: &[u8]) -> Option<(u64, usize)> {
     None
 }
 
-pub struct AuthStream {
+struct AuthStream {
     shared: Option<Rc<Shared>>,
     context_id: u32,
     pending: Option<Rc<RefCell<Pending>>>,
 }
 
-impl Context for AuthStream {
+impl Stream for AuthStream {
     fn on_http_call_response(&mut self, token: u32, _: usize, body_size: usize, _: usize) {
         if let Some(shared) = &self.shared {
             shared.on_call_response(token, body_size);
@@ -659,9 +664,7 @@ impl Context for AuthStream {
         }
         true
     }
-}
 
-impl HttpContext for AuthStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let Some(shared) = self.shared.clone() else {
             // Unconfigured root: the host should not create streams; deny rather than allow.

@@ -5,21 +5,23 @@
 //! takes down every plugin sharing it.
 
 pub mod auth;
+pub mod chain;
 pub mod host;
 pub mod router;
 pub mod shadow;
 pub mod timeouts;
 
-/// Reads and compiles the plugin configuration with `compile`, or logs one
-/// line naming the problem (and the field) and returns `None`, so that
+/// Compiles a policy's configuration with `compile`, or logs one line
+/// naming the problem (and the field) and returns `None`, so that
 /// `on_configure` rejects the plugin.
 pub(crate) fn configure<T>(
     filter: &str,
     required: &str,
+    config: Option<&[u8]>,
     compile: impl FnOnce(&[u8]) -> Result<T, switchyard_core::ConfigError>,
 ) -> Option<T> {
-    let error = match host::plugin_configuration() {
-        Ok(Some(bytes)) if !bytes.is_empty() => match compile(&bytes) {
+    let error = match config {
+        Some(bytes) if !bytes.is_empty() => match compile(bytes) {
             Ok(compiled) => return Some(compiled),
             Err(err) => err.to_string(),
         },

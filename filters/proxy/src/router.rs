@@ -1,9 +1,9 @@
 //! proxy-wasm glue for the version router: fetch the headers the decision
 //! reads, ask the core, write the version header and count the outcome.
 
+use crate::chain::{Policy, Stream};
 use crate::host::{self, Counter, Headers};
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType};
+use proxy_wasm::types::Action;
 use std::rc::Rc;
 use switchyard_core::claims::CLAIMS_PROPERTY;
 use switchyard_core::json::parse_strict;
@@ -22,8 +22,13 @@ struct Shared {
 }
 
 #[derive(Default)]
-pub struct RouterRoot {
+pub(crate) struct RouterRoot {
     shared: Option<Rc<Shared>>,
+}
+
+/// The router filter's root: this policy alone.
+pub fn filter() -> crate::chain::ChainRoot {
+    crate::chain::ChainRoot::single(|_| Box::new(RouterRoot::new()))
 }
 
 impl RouterRoot {
@@ -32,11 +37,10 @@ impl RouterRoot {
     }
 }
 
-impl Context for RouterRoot {}
-
-impl RootContext for RouterRoot {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let Some(router) = crate::configure(NAME, "default_version is", Router::from_json) else {
+impl Policy for RouterRoot {
+    fn configure(&mut self, config: Option<&[u8]>) -> bool {
+        let Some(router) = crate::configure(NAME, "default_version is", config, Router::from_json)
+        else {
             return false;
         };
         let decisions = router
@@ -59,19 +63,15 @@ impl RootContext for RouterRoot {
         true
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(RouterStream {
+    fn create_stream(&self, _context_id: u32) -> Box<dyn Stream> {
+        Box::new(RouterStream {
             shared: self.shared.clone(),
             outcome: None,
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+        })
     }
 }
 
-pub struct RouterStream {
+struct RouterStream {
     /// `None` only if the host created streams on an unconfigured root; then pass through.
     shared: Option<Rc<Shared>>,
     outcome: Option<usize>,
@@ -97,9 +97,7 @@ impl RequestHeaders for Fetched<'_> {
     }
 }
 
-impl Context for RouterStream {}
-
-impl HttpContext for RouterStream {
+impl Stream for RouterStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let Some(shared) = self.shared.as_deref() else {
             return Action::Continue;

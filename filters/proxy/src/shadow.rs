@@ -8,9 +8,9 @@
 //! running when it was sent. The primary response is recorded as it passes,
 //! never held.
 
+use crate::chain::{Handle, Policy, Stream};
 use crate::host::{self, Counter, Headers, Level};
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType};
+use proxy_wasm::types::Action;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -94,38 +94,40 @@ struct State {
 
 struct Shared {
     shadow: Shadow,
+    handle: Handle,
     counters: Counters,
     state: RefCell<State>,
 }
 
-#[derive(Default)]
-pub struct ShadowRoot {
+pub(crate) struct ShadowRoot {
+    handle: Handle,
     shared: Option<Rc<Shared>>,
 }
 
-impl ShadowRoot {
-    pub fn new() -> Self {
-        Self::default()
-    }
+/// The shadow filter's root: this policy alone.
+pub fn filter() -> crate::chain::ChainRoot {
+    crate::chain::ChainRoot::single(|h| Box::new(ShadowRoot::new(h)))
 }
 
-impl Context for ShadowRoot {
-    fn on_http_call_response(
-        &mut self,
-        token: u32,
-        num_headers: usize,
-        body_size: usize,
-        _: usize,
-    ) {
-        if let Some(shared) = &self.shared {
-            shared.on_shadow_response(token, num_headers, body_size);
+impl ShadowRoot {
+    pub(crate) fn new(handle: Handle) -> Self {
+        Self {
+            handle,
+            shared: None,
         }
     }
 }
 
-impl RootContext for ShadowRoot {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let Some(shadow) = crate::configure(NAME, "rules or receiver are", Shadow::from_json)
+impl Policy for ShadowRoot {
+    fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize) {
+        if let Some(shared) = &self.shared {
+            shared.on_shadow_response(token, num_headers, body_size);
+        }
+    }
+
+    fn configure(&mut self, config: Option<&[u8]>) -> bool {
+        let Some(shadow) =
+            crate::configure(NAME, "rules or receiver are", config, Shadow::from_json)
         else {
             return false;
         };
@@ -145,6 +147,7 @@ impl RootContext for ShadowRoot {
         };
         self.shared = Some(Rc::new(Shared {
             shadow,
+            handle: self.handle.clone(),
             counters,
             state: RefCell::new(state),
         }));
@@ -159,15 +162,11 @@ impl RootContext for ShadowRoot {
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(ShadowStream {
+    fn create_stream(&self, _context_id: u32) -> Box<dyn Stream> {
+        Box::new(ShadowStream {
             shared: self.shared.clone(),
             pair: None,
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+        })
     }
 }
 
@@ -187,7 +186,7 @@ impl Shared {
         } else {
             0
         };
-        if want != state.tick_ms && host::set_tick_period_ms(want).is_ok() {
+        if want != state.tick_ms && self.handle.set_tick_period_ms(want).is_ok() {
             state.tick_ms = want;
         }
     }
@@ -409,7 +408,7 @@ impl Shared {
     }
 }
 
-pub struct ShadowStream {
+struct ShadowStream {
     shared: Option<Rc<Shared>>,
     /// The comparison this stream's response feeds, and what is recorded so far.
     pair: Option<(u64, Captured)>,
@@ -476,16 +475,14 @@ impl ShadowStream {
     }
 }
 
-impl Context for ShadowStream {
+impl Stream for ShadowStream {
     fn on_done(&mut self) -> bool {
         if let (Some(shared), Some((id, _))) = (&self.shared, self.pair.take()) {
             shared.abandon(id);
         }
         true
     }
-}
 
-impl HttpContext for ShadowStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let Some(shared) = self.shared.clone() else {
             return Action::Continue;

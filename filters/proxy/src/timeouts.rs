@@ -5,9 +5,9 @@
 //! Held requests are resumed by the root: its tick is armed for the earliest
 //! wake-up only while something waits, so an idle filter never ticks.
 
+use crate::chain::{Handle, Policy, Stream};
 use crate::host::{self, Counter, Headers, Level};
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType};
+use proxy_wasm::types::Action;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use switchyard_core::timeouts::{
@@ -83,35 +83,46 @@ struct Held {
 
 struct Shared {
     timeouts: Timeouts,
+    handle: Handle,
     counters: Counters,
     held: RefCell<Vec<Held>>,
     /// The clock time the root's tick is armed for, if it is.
     armed_for: Cell<Option<u64>>,
 }
 
-#[derive(Default)]
-pub struct TimeoutsRoot {
+pub(crate) struct TimeoutsRoot {
+    handle: Handle,
     shared: Option<Rc<Shared>>,
 }
 
+/// The timeouts filter's root: this policy alone.
+pub fn filter() -> crate::chain::ChainRoot {
+    crate::chain::ChainRoot::single(|h| Box::new(TimeoutsRoot::new(h)))
+}
+
 impl TimeoutsRoot {
-    pub fn new() -> Self {
-        Self::default()
+    pub(crate) fn new(handle: Handle) -> Self {
+        Self {
+            handle,
+            shared: None,
+        }
     }
 }
 
-impl Context for TimeoutsRoot {}
-
-impl RootContext for TimeoutsRoot {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let Some(timeouts) =
-            crate::configure(NAME, "rules, deadline or faults are", Timeouts::from_json)
-        else {
+impl Policy for TimeoutsRoot {
+    fn configure(&mut self, config: Option<&[u8]>) -> bool {
+        let Some(timeouts) = crate::configure(
+            NAME,
+            "rules, deadline or faults are",
+            config,
+            Timeouts::from_json,
+        ) else {
             return false;
         };
         self.shared = Some(Rc::new(Shared {
             counters: Counters::define(&timeouts),
             timeouts,
+            handle: self.handle.clone(),
             held: RefCell::new(Vec::new()),
             armed_for: Cell::new(None),
         }));
@@ -124,15 +135,11 @@ impl RootContext for TimeoutsRoot {
         }
     }
 
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(TimeoutsStream {
+    fn create_stream(&self, context_id: u32) -> Box<dyn Stream> {
+        Box::new(TimeoutsStream {
             shared: self.shared.clone(),
             context_id,
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+        })
     }
 }
 
@@ -239,7 +246,7 @@ impl Shared {
             return;
         }
         let period = next.map_or(0, |n| n.saturating_sub(now).clamp(1, u64::from(u32::MAX)));
-        if host::set_tick_period_ms(period as u32).is_err() {
+        if self.handle.set_tick_period_ms(period as u32).is_err() {
             host::log(
                 Level::Error,
                 &format!("{NAME}: the host refused a tick period; delayed requests will wait"),
@@ -264,7 +271,7 @@ impl Shared {
             }
             let step = self.timeouts.step(&h.admission, now);
             if let Action::Continue = self.apply(&h.admission, step, h.context_id) {
-                let _ = host::continue_request();
+                self.handle.resume(h.context_id);
             }
         }
         self.arm(now, true);
@@ -283,21 +290,19 @@ impl Shared {
     }
 }
 
-pub struct TimeoutsStream {
+struct TimeoutsStream {
     shared: Option<Rc<Shared>>,
     context_id: u32,
 }
 
-impl Context for TimeoutsStream {
+impl Stream for TimeoutsStream {
     fn on_done(&mut self) -> bool {
         if let Some(shared) = &self.shared {
             shared.forget(self.context_id);
         }
         true
     }
-}
 
-impl HttpContext for TimeoutsStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let Some(shared) = self.shared.as_deref() else {
             return Action::Continue;

@@ -4,5 +4,5 @@
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-    proxy_wasm::set_root_context(|_| Box::new(switchyard_proxy::shadow::ShadowRoot::new()));
+    proxy_wasm::set_root_context(|_| Box::new(switchyard_proxy::shadow::filter()));
 }}

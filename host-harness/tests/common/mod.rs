@@ -1,4 +1,7 @@
-//! Paths of the modules `make build` produces.
+//! Paths of the modules `make build` produces, and the switch that runs the
+//! single-filter tests through `switchyard.wasm`.
+#![allow(dead_code)] // Each test binary uses its own part.
+
 use std::path::PathBuf;
 
 pub fn built(name: &str) -> PathBuf {
@@ -6,4 +9,45 @@ pub fn built(name: &str) -> PathBuf {
         .join(format!("../target/wasm32-wasip1/release/{name}.wasm"));
     assert!(p.exists(), "{} missing: run `make build`", p.display());
     p
+}
+
+/// True when `SWITCHYARD_CHAIN=1`: `make test` runs the policy tests once
+/// against each single filter and once against the one-VM chain.
+pub fn through_chain() -> bool {
+    std::env::var_os("SWITCHYARD_CHAIN").is_some_and(|v| v == "1")
+}
+
+/// The module and configuration that run policy `filter` (`auth`,
+/// `version_router`, `timeouts`, `shadow`) with `config`: the single filter,
+/// or `switchyard.wasm` with `config` as its only section.
+pub fn policy(filter: &str, config: &str) -> (PathBuf, String) {
+    if !through_chain() {
+        return (built(filter), config.to_owned());
+    }
+    let section = if filter == "version_router" {
+        "router"
+    } else {
+        filter
+    };
+    (built("switchyard"), format!("{{\"{section}\": {config}}}"))
+}
+
+/// `Harness::filter` for a policy, honouring [`through_chain`].
+pub trait FilterPolicy {
+    fn filter_policy(
+        &mut self,
+        filter: &str,
+        config: &str,
+    ) -> Result<&mut switchyard_harness::Harness, switchyard_harness::HarnessError>;
+}
+
+impl FilterPolicy for switchyard_harness::Harness {
+    fn filter_policy(
+        &mut self,
+        filter: &str,
+        config: &str,
+    ) -> Result<&mut switchyard_harness::Harness, switchyard_harness::HarnessError> {
+        let (wasm, config) = policy(filter, config);
+        self.filter(wasm, &config)
+    }
 }

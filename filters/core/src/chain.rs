@@ -1,0 +1,127 @@
+//! The one-VM chain's configuration: `{"auth": …, "router": …, "timeouts":
+//! …, "shadow": …}`, each section exactly a single filter's configuration.
+//!
+//! Each section is handed to its policy's own parser, so a policy in the
+//! chain accepts and rejects what the single filter would (duplicate keys
+//! are refused for the whole document).
+
+use crate::config::ConfigError;
+use crate::json::parse_strict;
+use serde_json::Value;
+
+/// The policies the chain can run, in the order it runs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    Auth,
+    Router,
+    Timeouts,
+    Shadow,
+}
+
+impl Policy {
+    pub const ORDER: [Policy; 4] = [
+        Policy::Auth,
+        Policy::Router,
+        Policy::Timeouts,
+        Policy::Shadow,
+    ];
+
+    /// The configuration key of this policy's section.
+    pub fn section(self) -> &'static str {
+        match self {
+            Policy::Auth => "auth",
+            Policy::Router => "router",
+            Policy::Timeouts => "timeouts",
+            Policy::Shadow => "shadow",
+        }
+    }
+}
+
+/// The sections present, in chain order, each as the JSON its filter reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sections(pub Vec<(Policy, Vec<u8>)>);
+
+impl Sections {
+    /// Splits the chain configuration. A missing (or `null`) section is off;
+    /// an unknown key, a section that is not an object or a duplicate key
+    /// anywhere is rejected.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let doc = parse_strict(bytes).map_err(|e| ConfigError::new("", e.to_string()))?;
+        let Value::Object(mut doc) = doc else {
+            return Err(ConfigError::new(
+                "",
+                "expected an object with auth, router, timeouts and shadow sections",
+            ));
+        };
+        if let Some(key) = doc
+            .keys()
+            .find(|k| !Policy::ORDER.iter().any(|p| p.section() == k.as_str()))
+        {
+            return Err(ConfigError::new(
+                key.as_str(),
+                "unknown section; expected auth, router, timeouts or shadow",
+            ));
+        }
+        let mut sections = Vec::new();
+        for policy in Policy::ORDER {
+            match doc.remove(policy.section()) {
+                None | Some(Value::Null) => {}
+                Some(section @ Value::Object(_)) => sections.push((
+                    policy,
+                    serde_json::to_vec(&section)
+                        .map_err(|e| ConfigError::new(policy.section(), e.to_string()))?,
+                )),
+                Some(_) => {
+                    return Err(ConfigError::new(
+                        policy.section(),
+                        "must be an object: the configuration of that filter",
+                    ))
+                }
+            }
+        }
+        Ok(Self(sections))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policies(s: &Sections) -> Vec<Policy> {
+        s.0.iter().map(|(p, _)| *p).collect()
+    }
+
+    #[test]
+    fn sections_come_out_in_chain_order_with_their_content() {
+        let cfg = br#"{"shadow": {"rules": []}, "auth": {"providers":  [ ]}, "router": {"default_version":"v1"}}"#;
+        let s = Sections::from_json(cfg).unwrap();
+        assert_eq!(
+            policies(&s),
+            [Policy::Auth, Policy::Router, Policy::Shadow],
+            "auth → router → timeouts → shadow, whatever the key order"
+        );
+        assert_eq!(s.0[0].1, br#"{"providers":[]}"#);
+        assert_eq!(s.0[1].1, br#"{"default_version":"v1"}"#);
+    }
+
+    #[test]
+    fn missing_and_null_sections_are_off() {
+        assert!(Sections::from_json(b"{}").unwrap().0.is_empty());
+        let s = Sections::from_json(br#"{"auth": null, "timeouts": {}}"#).unwrap();
+        assert_eq!(policies(&s), [Policy::Timeouts]);
+    }
+
+    #[test]
+    fn bad_chain_configuration_names_the_key() {
+        let unknown = Sections::from_json(br#"{"default_version": "v1"}"#).unwrap_err();
+        assert_eq!(unknown.field, "default_version", "{unknown}");
+        let not_object = Sections::from_json(br#"{"router": "v1"}"#).unwrap_err();
+        assert_eq!(not_object.field, "router");
+        let twice = Sections::from_json(br#"{"auth": {}, "auth": {}}"#).unwrap_err();
+        assert!(twice.message.contains("duplicate"), "{twice}");
+        let inner = Sections::from_json(br#"{"router": {"a": 1, "a": 2}}"#).unwrap_err();
+        assert!(inner.message.contains("duplicate"), "{inner}");
+        assert!(Sections::from_json(b"[]").is_err());
+        assert!(Sections::from_json(b"{} x").is_err());
+    }
+}

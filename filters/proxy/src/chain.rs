@@ -1,0 +1,479 @@
+//! The root and stream every Switchyard filter runs: one or more policies in
+//! chain order (auth → router → timeouts → shadow) on one VM.
+//!
+//! A single filter is a chain of one policy, so the single filters and
+//! `switchyard.wasm` share every line of adapter code as well as the core.
+//! The chain owns the two things a host gives each root only once:
+//! - the tick: each policy asks for its own period; the root's one timer is
+//!   armed for whichever policy is due first;
+//! - stream resumption: a policy that paused a request (auth waiting for
+//!   keys, a fault delay) resumes it through [`Handle::resume`], and the
+//!   chain runs the later policies before the request goes on to Envoy.
+//!
+//! HTTP-call answers come to the context that sent the call; the chain offers
+//! each to its policies, and each ignores tokens it did not issue.
+
+use crate::host::{self, Level};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use switchyard_core::chain::Policy as Section;
+use switchyard_core::chain::Sections;
+
+/// One policy's root, as the chain drives it.
+pub(crate) trait Policy {
+    /// Compiles `config` (absent for a single filter given none); on failure
+    /// logs one line naming the field and returns false.
+    fn configure(&mut self, config: Option<&[u8]>) -> bool;
+    fn on_tick(&mut self) {}
+    /// An answer to an HTTP call sent from the root; ignore unknown tokens.
+    fn on_http_call_response(&mut self, _token: u32, _num_headers: usize, _body_size: usize) {}
+    fn create_stream(&self, context_id: u32) -> Box<dyn Stream>;
+}
+
+/// One policy's part of a stream: the callbacks policies use, with the SDK's
+/// signatures. (Not the SDK's `HttpContext`: each implementor of that links
+/// its own copy of every provided method.)
+pub(crate) trait Stream {
+    fn on_http_request_headers(&mut self, num_headers: usize, end_of_stream: bool) -> Action;
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        Action::Continue
+    }
+    fn on_http_response_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
+        Action::Continue
+    }
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        Action::Continue
+    }
+    /// An answer to an HTTP call sent from this stream; ignore unknown tokens.
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        _num_headers: usize,
+        _body_size: usize,
+        _num_trailers: usize,
+    ) {
+    }
+    fn on_done(&mut self) -> bool {
+        true
+    }
+}
+
+/// Builds one policy's root. A single filter names only its own, so the
+/// others are not linked into it.
+pub(crate) type NewPolicy = fn(Handle) -> Box<dyn Policy>;
+
+/// What a policy may ask of its chain.
+#[derive(Clone)]
+pub(crate) struct Handle {
+    shared: Rc<Shared>,
+    slot: usize,
+}
+
+impl Handle {
+    /// Calls the policy's `on_tick` every `period_ms` from now; 0 stops.
+    pub(crate) fn set_tick_period_ms(&self, period_ms: u32) -> Result<(), host::Status> {
+        let now = host::now_ms();
+        let mut ticks = self.shared.ticks.borrow_mut();
+        if let Some(slot) = ticks.slots.get_mut(self.slot) {
+            slot.period = u64::from(period_ms);
+            slot.due = (period_ms > 0).then(|| now + u64::from(period_ms));
+        }
+        if ticks.in_tick {
+            return Ok(()); // Armed once, when the tick ends.
+        }
+        ticks.arm(now, false)
+    }
+
+    /// Lets the paused request `context_id` go on past this policy once the
+    /// current host callback is done (through the later policies first).
+    pub(crate) fn resume(&self, context_id: u32) {
+        self.shared
+            .resumes
+            .borrow_mut()
+            .push((context_id, self.slot));
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct Slot {
+    period: u64,
+    due: Option<u64>,
+}
+
+/// The policies' tick wishes folded onto the root's one timer.
+#[derive(Default)]
+struct Ticks {
+    slots: Vec<Slot>,
+    in_tick: bool,
+    /// The period the host timer runs with, and when it fires next.
+    host_period: u64,
+    host_due: Option<u64>,
+    refused_logged: bool,
+}
+
+impl Ticks {
+    /// Arms the host timer for the earliest due policy, or stops it. After a
+    /// tick the host repeats its period from now, so nothing is set when that
+    /// already fits.
+    fn arm(&mut self, now: u64, after_tick: bool) -> Result<(), host::Status> {
+        if after_tick {
+            self.host_due = (self.host_period > 0).then(|| now + self.host_period);
+        }
+        let next = self.slots.iter().filter_map(|s| s.due).min();
+        if next == self.host_due {
+            return Ok(());
+        }
+        let period = next.map_or(0, |n| n.saturating_sub(now).clamp(1, u64::from(u32::MAX)));
+        host::set_tick_period_ms(period as u32)?;
+        self.host_period = period;
+        self.host_due = next;
+        Ok(())
+    }
+
+    /// The slots due at `now`, each rescheduled a period on.
+    fn fire(&mut self, now: u64) -> Vec<usize> {
+        self.in_tick = true;
+        let mut due = Vec::new();
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            if s.due.is_some_and(|d| d <= now) {
+                s.due = (s.period > 0).then(|| now + s.period);
+                due.push(i);
+            }
+        }
+        due
+    }
+}
+
+/// The stream state a resumption needs.
+struct Stages {
+    streams: Vec<Box<dyn Stream>>,
+    /// The policy holding the request, if one is.
+    paused_at: Option<usize>,
+    num_headers: usize,
+    end_of_stream: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    ticks: RefCell<Ticks>,
+    /// (stream, policy) pairs to resume when the current callback ends.
+    resumes: RefCell<Vec<(u32, usize)>>,
+    /// Streams a policy holds. (Few at a time, and a Vec links far less
+    /// code than a HashMap into every filter.)
+    paused: RefCell<Vec<(u32, Rc<RefCell<Stages>>)>>,
+}
+
+impl Shared {
+    /// Runs request-header callbacks from policy `from` on; a pause parks the
+    /// stream until its policy resumes it.
+    fn run_request_headers(
+        &self,
+        context_id: u32,
+        stages: &Rc<RefCell<Stages>>,
+        from: usize,
+    ) -> Action {
+        let Ok(mut st) = stages.try_borrow_mut() else {
+            return Action::Continue;
+        };
+        let (n, eos) = (st.num_headers, st.end_of_stream);
+        for i in from..st.streams.len() {
+            if let Action::Pause = st.streams[i].on_http_request_headers(n, eos) {
+                st.paused_at = Some(i);
+                drop(st);
+                self.paused.borrow_mut().push((context_id, stages.clone()));
+                return Action::Pause;
+            }
+        }
+        st.paused_at = None;
+        Action::Continue
+    }
+
+    fn unpark(&self, context_id: u32) -> Option<Rc<RefCell<Stages>>> {
+        let mut paused = self.paused.borrow_mut();
+        let at = paused.iter().position(|(id, _)| *id == context_id)?;
+        Some(paused.swap_remove(at).1)
+    }
+
+    /// Carries out the resumptions policies asked for during this callback.
+    fn drain_resumes(&self) {
+        loop {
+            let next = {
+                let mut resumes = self.resumes.borrow_mut();
+                (!resumes.is_empty()).then(|| resumes.remove(0))
+            };
+            let Some((context_id, slot)) = next else {
+                return;
+            };
+            let Some(stages) = self.unpark(context_id) else {
+                continue; // Gone, or not paused.
+            };
+            let held_here = stages
+                .try_borrow()
+                .is_ok_and(|st| st.paused_at == Some(slot));
+            if !held_here {
+                self.paused.borrow_mut().push((context_id, stages));
+                continue;
+            }
+            if host::set_effective_context(context_id).is_err() {
+                continue;
+            }
+            if let Action::Continue = self.run_request_headers(context_id, &stages, slot + 1) {
+                let _ = host::continue_request();
+            }
+        }
+    }
+}
+
+/// The policies to build, in chain order, each with its configuration.
+type Plan = Vec<(NewPolicy, Option<Vec<u8>>)>;
+
+/// Splits `switchyard.wasm`'s configuration into its sections; `None` (after
+/// one log line naming the key) when it is invalid.
+fn plan_sections(config: Option<&[u8]>) -> Option<Plan> {
+    let parsed = match config {
+        Some(bytes) if !bytes.is_empty() => Sections::from_json(bytes),
+        _ => Ok(Sections(Vec::new())),
+    };
+    let sections = match parsed {
+        Ok(s) => s,
+        Err(err) => {
+            host::log(
+                Level::Error,
+                &format!("switchyard: invalid configuration: {err}"),
+            );
+            return None;
+        }
+    };
+    if sections.0.is_empty() {
+        host::log(
+            Level::Warn,
+            "switchyard: no auth, router, timeouts or shadow section: every request passes untouched",
+        );
+    }
+    let new = |p| -> NewPolicy {
+        match p {
+            Section::Auth => |h| Box::new(crate::auth::AuthRoot::new(h)),
+            Section::Router => |_| Box::new(crate::router::RouterRoot::new()),
+            Section::Timeouts => |h| Box::new(crate::timeouts::TimeoutsRoot::new(h)),
+            Section::Shadow => |h| Box::new(crate::shadow::ShadowRoot::new(h)),
+        }
+    };
+    Some(
+        sections
+            .0
+            .into_iter()
+            .map(|(p, c)| (new(p), Some(c)))
+            .collect(),
+    )
+}
+
+/// Which configuration the root reads.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// A single filter: the whole configuration is this policy's.
+    Single(NewPolicy),
+    /// `switchyard.wasm`: `{"auth": …, "router": …, "timeouts": …, "shadow": …}`.
+    /// (A function pointer, so that single filters do not link every policy.)
+    Sections(fn(Option<&[u8]>) -> Option<Plan>),
+}
+
+pub struct ChainRoot {
+    mode: Mode,
+    shared: Rc<Shared>,
+    policies: Vec<Box<dyn Policy>>,
+    configured: Cell<bool>,
+}
+
+impl ChainRoot {
+    fn new(mode: Mode) -> Self {
+        Self {
+            mode,
+            shared: Rc::default(),
+            policies: Vec::new(),
+            configured: Cell::new(false),
+        }
+    }
+
+    /// A single filter running one policy alone.
+    pub(crate) fn single(policy: NewPolicy) -> Self {
+        Self::new(Mode::Single(policy))
+    }
+
+    /// `switchyard.wasm`: every configured section, in chain order.
+    pub fn sections() -> Self {
+        Self::new(Mode::Sections(plan_sections))
+    }
+
+    fn build(&mut self, sections: Plan) -> bool {
+        self.shared = Rc::default();
+        self.shared.ticks.borrow_mut().slots = vec![Slot::default(); sections.len()];
+        self.policies.clear();
+        for (slot, (section, config)) in sections.into_iter().enumerate() {
+            let handle = Handle {
+                shared: self.shared.clone(),
+                slot,
+            };
+            let mut policy = section(handle);
+            if !policy.configure(config.as_deref()) {
+                return false;
+            }
+            self.policies.push(policy);
+        }
+        true
+    }
+}
+
+impl Context for ChainRoot {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        for p in &mut self.policies {
+            p.on_http_call_response(token, num_headers, body_size);
+        }
+        self.shared.drain_resumes();
+    }
+}
+
+impl RootContext for ChainRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let config = host::plugin_configuration().ok().flatten();
+        let sections = match self.mode {
+            Mode::Single(new) => vec![(new, config.filter(|c| !c.is_empty()))],
+            Mode::Sections(plan) => match plan(config.as_deref()) {
+                Some(sections) => sections,
+                None => return false,
+            },
+        };
+        let ok = self.build(sections);
+        self.configured.set(ok);
+        ok
+    }
+
+    fn on_tick(&mut self) {
+        let now = host::now_ms();
+        let due = self.shared.ticks.borrow_mut().fire(now);
+        for i in due {
+            if let Some(p) = self.policies.get_mut(i) {
+                p.on_tick();
+            }
+        }
+        let armed = {
+            let mut ticks = self.shared.ticks.borrow_mut();
+            ticks.in_tick = false;
+            let armed = ticks.arm(now, true);
+            let first_refusal = armed.is_err() && !ticks.refused_logged;
+            ticks.refused_logged |= armed.is_err();
+            first_refusal
+        };
+        if armed {
+            host::log(
+                Level::Error,
+                "switchyard: the host refused a tick period; timers may fire late",
+            );
+        }
+        self.shared.drain_resumes();
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let streams = if self.configured.get() {
+            self.policies
+                .iter()
+                .map(|p| p.create_stream(context_id))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Some(Box::new(ChainStream {
+            shared: self.shared.clone(),
+            context_id,
+            stages: Rc::new(RefCell::new(Stages {
+                streams,
+                paused_at: None,
+                num_headers: 0,
+                end_of_stream: false,
+            })),
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+pub struct ChainStream {
+    shared: Rc<Shared>,
+    context_id: u32,
+    stages: Rc<RefCell<Stages>>,
+}
+
+impl ChainStream {
+    /// Response callbacks run in reverse chain order, as Envoy's encoder
+    /// filters do, for every policy (local replies included).
+    fn response_side(&mut self, mut call: impl FnMut(&mut dyn Stream) -> Action) -> Action {
+        let Ok(mut st) = self.stages.try_borrow_mut() else {
+            return Action::Continue;
+        };
+        for s in st.streams.iter_mut().rev() {
+            if let Action::Pause = call(s.as_mut()) {
+                return Action::Pause;
+            }
+        }
+        Action::Continue
+    }
+}
+
+impl Context for ChainStream {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+        num_trailers: usize,
+    ) {
+        if let Ok(mut st) = self.stages.try_borrow_mut() {
+            for s in &mut st.streams {
+                s.on_http_call_response(token, num_headers, body_size, num_trailers);
+            }
+        }
+        self.shared.drain_resumes();
+    }
+
+    fn on_done(&mut self) -> bool {
+        self.shared.unpark(self.context_id);
+        if let Ok(mut st) = self.stages.try_borrow_mut() {
+            for s in &mut st.streams {
+                s.on_done();
+            }
+        }
+        true
+    }
+}
+
+impl HttpContext for ChainStream {
+    fn on_http_request_headers(&mut self, num_headers: usize, end_of_stream: bool) -> Action {
+        if let Ok(mut st) = self.stages.try_borrow_mut() {
+            st.num_headers = num_headers;
+            st.end_of_stream = end_of_stream;
+        }
+        self.shared
+            .run_request_headers(self.context_id, &self.stages, 0)
+    }
+
+    fn on_http_response_headers(&mut self, num_headers: usize, end_of_stream: bool) -> Action {
+        self.response_side(|s| s.on_http_response_headers(num_headers, end_of_stream))
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.response_side(|s| s.on_http_response_body(body_size, end_of_stream))
+    }
+
+    fn on_http_response_trailers(&mut self, num_trailers: usize) -> Action {
+        self.response_side(|s| s.on_http_response_trailers(num_trailers))
+    }
+}
