@@ -5,6 +5,7 @@
 
 use serde_json::{json, Value};
 use switchyard_core::auth::Auth;
+use switchyard_core::chain::{Policy, Sections};
 use switchyard_core::router::Router;
 use switchyard_core::shadow::Shadow;
 use switchyard_core::timeouts::Timeouts;
@@ -29,8 +30,10 @@ fn envoy_validates_every_bootstrap() {
 
 #[test]
 fn every_bootstrap_chains_the_filters_in_policy_order() {
-    // auth → version router → timeouts → Envoy's router, whichever are present.
+    // auth → version router → timeouts → shadow → Envoy's router, whichever
+    // are present; `switchyard` (the one-VM chain) runs all four in that order.
     const ORDER: &[&str] = &[
+        "switchyard",
         "switchyard.auth",
         "switchyard.version_router",
         "switchyard.timeouts",
@@ -64,7 +67,7 @@ fn every_bootstrap_chains_the_filters_in_policy_order() {
             })
             .collect();
         assert!(
-            ranks.windows(2).all(|w| w[0] < w[1]) && ranks.last() == Some(&4),
+            ranks.windows(2).all(|w| w[0] < w[1]) && ranks.last() == Some(&(ORDER.len() - 1)),
             "{}: {names:?}",
             path.display()
         );
@@ -164,7 +167,28 @@ fn every_plugin_config_is_accepted_by_the_policy_core() {
         (3, 1, 1, 1),
         "{configs:?}"
     );
+    assert_eq!(count("switchyard"), 1, "{configs:?}");
+    // The chain's sections are checked as the single filters' configurations.
+    let mut expanded = Vec::new();
     for (file, name, config) in configs {
+        if name != "switchyard" {
+            expanded.push((file, name, config));
+            continue;
+        }
+        let sections = Sections::from_json(config.to_string().as_bytes())
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let names: Vec<&str> = sections.0.iter().map(|(p, _)| p.section()).collect();
+        assert_eq!(names, ["auth", "router", "timeouts", "shadow"], "{file}");
+        for (policy, bytes) in sections.0 {
+            let name = match policy {
+                Policy::Router => "version_router",
+                other => other.section(),
+            };
+            let value: Value = serde_json::from_slice(&bytes).unwrap();
+            expanded.push((format!("{file} ({})", policy.section()), name.into(), value));
+        }
+    }
+    for (file, name, config) in expanded {
         let json = config.to_string();
         match name.as_str() {
             "version_router" => {
@@ -273,6 +297,22 @@ fn the_mirror_policy_reads_the_header_the_shadow_filter_writes() {
         })
         .unwrap();
     assert_eq!(mirror["cluster_header"], plugin["cluster_header"]);
+    let chain_shadow = docs
+        .iter()
+        .find(|(_, d)| d["spec"]["pluginName"] == "switchyard")
+        .map(|(_, d)| &d["spec"]["pluginConfig"]["shadow"])
+        .unwrap();
+    let chain_mirror = docs
+        .iter()
+        .find(|(_, d)| d["metadata"]["name"] == "switchyard-mirror")
+        .map(|(_, d)| {
+            &d["spec"]["configPatches"][0]["patch"]["value"]["route"]["request_mirror_policies"][0]
+        })
+        .unwrap();
+    assert_eq!(
+        chain_mirror["cluster_header"],
+        chain_shadow["cluster_header"]
+    );
     // The same in the Envoy bootstrap the end-to-end tests run.
     let b = Bootstrap::load(&paths::envoy_config("shadow.yaml"));
     let route = b
@@ -283,6 +323,17 @@ fn the_mirror_policy_reads_the_header_the_shadow_filter_writes() {
         route["request_mirror_policies"][0]["cluster_header"],
         b.filter_config("switchyard.shadow")["cluster_header"]
     );
+    let chain = Bootstrap::load(&paths::envoy_config("switchyard.yaml"));
+    for route in 0..2 {
+        let route = chain
+            .0
+            .pointer(&format!("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/route_config/virtual_hosts/0/routes/{route}/route"))
+            .unwrap();
+        assert_eq!(
+            route["request_mirror_policies"][0]["cluster_header"],
+            chain.filter_config("switchyard")["shadow"]["cluster_header"]
+        );
+    }
 }
 
 #[test]

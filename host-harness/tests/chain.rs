@@ -1,0 +1,158 @@
+//! `switchyard.wasm` with several sections in the harness, on the virtual
+//! clock: one root tick serving every policy at its own time, a request
+//! held by one policy and then another, call answers finding their policy.
+//! (`make test` also runs every single-filter test through the chain.)
+
+mod common;
+
+use common::built;
+use serde_json::{json, Value};
+use switchyard_harness::world::EPOCH_START_NS;
+use switchyard_harness::{Cluster, Harness, Request};
+use switchyard_tests::tokens::{self, claims, mint};
+
+const NOW_S: u64 = EPOCH_START_NS / 1_000_000_000;
+
+fn config() -> Value {
+    json!({
+        "auth": {
+            "providers": [{"name": "corp", "jwt": {"issuer": tokens::ISSUER, "audiences": [tokens::AUDIENCE],
+                "remote_jwks": {"cluster": "idp", "authority": "idp", "path": "/jwks", "refresh_s": 1, "timeout_ms": 2000},
+                "from": [{"header": "authorization", "prefix": "Bearer "}]}}],
+            "rules": [{"match": {"path": {"prefix": "/public/"}}, "allow": "anonymous"},
+                      {"match": {}, "require": ["corp"]}],
+            "identity": {"header": "end-user", "from_claim": "sub"}
+        },
+        "router": {"default_version": "v1", "routes": [
+            {"name": "jason-to-v2", "match": {"headers": {"end-user": {"exact": "jason"}}}, "version": "v2"}]},
+        "timeouts": {
+            "rules": [{"name": "default", "match": {}, "timeout_ms": 3000}],
+            "faults": [{"name": "slow", "match": {"path": {"prefix": "/slow"}}, "delay": {"fixed_ms": 250, "percent": 100}}]
+        },
+        "shadow": {
+            "rules": [{"name": "public", "match": {"path": {"prefix": "/public/"}}, "percent": 100,
+                       "target_cluster": "shadow", "mode": "compare"}],
+            "compare": {"timeout_ms": 1000}
+        }
+    })
+}
+
+fn idp(delay_ms: u64) -> Cluster {
+    Cluster::default()
+        .header("content-type", "application/json")
+        .body(&tokens::public_jwks().to_string())
+        .delay_ms(delay_ms)
+}
+
+fn chain(idp_delay_ms: u64) -> Harness {
+    let mut h = Harness::new();
+    h.cluster("idp", idp(idp_delay_ms))
+        .cluster("shadow", Cluster::default().body("same"))
+        .upstream(Cluster::default().body("same"));
+    h.filter(built("switchyard"), &config().to_string())
+        .expect("switchyard loads");
+    h
+}
+
+fn jason(path: &str) -> Request {
+    let token = mint("RS256", &claims("jason", NOW_S));
+    Request::get(path).header("authorization", format!("Bearer {token}"))
+}
+
+#[test]
+fn a_request_held_by_auth_then_by_a_fault_delay_resumes_through_every_policy() {
+    // Keys arrive at 400 ms; the delay then holds the request 250 ms more.
+    let mut h = chain(400);
+    let id = h.start(jason("/slow/1"));
+    h.advance(1000);
+    let ex = h.exchange(id).unwrap();
+    assert_eq!(ex.status(), Some(200));
+    assert_eq!(
+        ex.duration_ms, 650,
+        "400 ms for keys + 250 ms delay, no tick rounding"
+    );
+    assert_eq!(ex.upstream_header("end-user").as_deref(), Some("jason"));
+    assert_eq!(ex.upstream_header("x-version").as_deref(), Some("v2"));
+    // 3 s from arrival, less the 650 ms spent waiting.
+    assert_eq!(
+        ex.upstream_header("x-envoy-expected-rq-timeout-ms")
+            .as_deref(),
+        Some("2350")
+    );
+}
+
+#[test]
+fn one_tick_serves_each_policy_at_its_own_time() {
+    let mut h = chain(0);
+    h.advance(30); // Off auth's 100 ms refresh grid.
+    for i in 0..3 {
+        let id = h.start(jason(&format!("/slow/{i}")));
+        h.advance(400);
+        let ex = h.exchange(id).unwrap();
+        assert_eq!(
+            (ex.status(), ex.duration_ms),
+            (Some(200), 250),
+            "request {i}"
+        );
+    }
+    // Auth's key refresh (every second) went on meanwhile.
+    assert!(h.metric("switchyard.auth.corp.jwks_fetch_ok").unwrap() >= 2);
+}
+
+#[test]
+fn call_answers_reach_the_policy_that_sent_them() {
+    let mut h = chain(0);
+    let ex = h.send(Request::get("/public/a"));
+    assert_eq!(ex.status(), Some(200));
+    h.advance(2000);
+    assert_eq!(h.metric("switchyard.shadow.public.match"), Some(1));
+    assert_eq!(h.metric("switchyard.shadow.public.shadow_error"), Some(0));
+    assert!(h.metric("switchyard.auth.corp.jwks_fetch_ok").unwrap() >= 2);
+    assert_eq!(h.metric("switchyard.auth.corp.jwks_fetch_failed"), Some(0));
+}
+
+#[test]
+fn a_denial_stops_the_chain_before_the_later_policies() {
+    let mut h = chain(0);
+    let ex = h.send(Request::get("/slow/1").header("end-user", "jason"));
+    assert_eq!(
+        (ex.status(), ex.duration_ms),
+        (Some(401), 0),
+        "no delay: timeouts never ran"
+    );
+    assert!(!ex.reached_upstream());
+    assert_eq!(
+        h.metric("switchyard.router.jason-to-v2.v2.requests"),
+        Some(0)
+    );
+    assert_eq!(h.metric("switchyard.timeouts.fault.slow.delayed"), Some(0));
+}
+
+#[test]
+fn sections_are_checked_by_their_own_filter() {
+    let err = Harness::new()
+        .filter(
+            built("switchyard"),
+            &json!({"timeouts": {"rules": [{"name": "a", "timeout_ms": 0}]}}).to_string(),
+        )
+        .err()
+        .expect("rejected")
+        .to_string();
+    assert!(
+        err.contains("timeouts: invalid configuration: rules[0].timeout_ms"),
+        "{err}"
+    );
+    let err = Harness::new()
+        .filter(built("switchyard"), r#"{"auth": {}, "ratelimit": {}}"#)
+        .err()
+        .expect("rejected")
+        .to_string();
+    assert!(
+        err.contains("switchyard: invalid configuration: ratelimit"),
+        "{err}"
+    );
+    // No section: a pass-through, said once in the log.
+    let mut h = Harness::new();
+    h.filter(built("switchyard"), "{}").expect("accepted");
+    assert_eq!(h.send(Request::get("/")).status(), Some(200));
+}

@@ -1,0 +1,261 @@
+//! `switchyard.wasm` with all four sections in real Envoy
+//! (`envoy-config/switchyard.yaml`): one VM, one pass, auth → router →
+//! timeouts → shadow. (Every single-filter test also runs through the chain
+//! in `make test`'s second pass; these check what only the whole chain does.)
+
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use switchyard_tests::tokens::{self, mint};
+use switchyard_tests::{paths, Backend, Bootstrap, Envoy, Reply, Responder};
+
+struct Setup {
+    envoy: Envoy,
+    v1: Backend,
+    v2: Backend,
+    _idp: Backend,
+}
+
+/// The identity provider, answering its JWKS after `delay`.
+fn idp(delay: Duration) -> Responder {
+    let body = tokens::public_jwks().to_string();
+    Arc::new(move |_| {
+        std::thread::sleep(delay);
+        Reply::new(200, body.clone()).header("content-type", "application/json")
+    })
+}
+
+fn setup(jwks_delay: Duration) -> Setup {
+    let (v1, v2, idp) = (
+        Backend::start("v1"),
+        Backend::start("v2"),
+        Backend::serving("idp", idp(jwks_delay)),
+    );
+    let mut b = Bootstrap::load(&paths::envoy_config("switchyard.yaml"));
+    b.set_cluster_port("v1", v1.port)
+        .set_cluster_port("v2", v2.port)
+        .set_cluster_port("idp", idp.port);
+    Setup {
+        envoy: Envoy::start(&b),
+        v1,
+        v2,
+        _idp: idp,
+    }
+}
+
+fn token_for(sub: &str, groups: &[&str]) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut claims = tokens::claims(sub, now);
+    claims["groups"] = json!(groups);
+    format!("Bearer {}", mint("RS256", &claims))
+}
+
+/// (status, version that answered, elapsed).
+fn get(s: &Setup, path: &str, headers: &[(&str, &str)]) -> (u16, String, Duration) {
+    let t0 = Instant::now();
+    let (status, resp) = switchyard_tests::get(&s.envoy.url(path), headers);
+    let version = resp.header("x-echo-version").unwrap_or("").to_owned();
+    (status, version, t0.elapsed())
+}
+
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(5), "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn identity_from_auth_routes_and_the_budget_follows_the_version() {
+    let s = setup(Duration::ZERO);
+    let jason = token_for("jason", &["dev"]);
+    let (status, version, _) = get(&s, "/reviews/1", &[("authorization", &jason)]);
+    assert_eq!(
+        (status, version.as_str()),
+        (200, "v2"),
+        "auth's identity drove the router"
+    );
+    let seen = &s.v2.received()[0];
+    assert_eq!(seen.header("end-user"), Some("jason"));
+    assert_eq!(seen.header("x-version"), Some("v2"));
+    assert_eq!(
+        seen.header("x-envoy-expected-rq-timeout-ms"),
+        Some("500"),
+        "timeouts ran after the router and matched its version"
+    );
+    assert_eq!(
+        seen.header("authorization")
+            .map(|a| a.starts_with("Bearer ")),
+        Some(true)
+    );
+
+    let tester = token_for("alice", &["testers"]);
+    let (status, version, _) = get(&s, "/productpage", &[("authorization", &tester)]);
+    assert_eq!((status, version.as_str()), (200, "v2"), "claims routing");
+    assert_eq!(
+        s.v2.received()[1].header("x-envoy-expected-rq-timeout-ms"),
+        Some("3000")
+    );
+
+    let plain = token_for("bob", &["dev"]);
+    let (status, version, _) = get(&s, "/productpage", &[("authorization", &plain)]);
+    assert_eq!((status, version.as_str()), (200, "v1"));
+    assert_eq!(s.envoy.counter("wasmcustom.switchyard.auth.allowed"), 3);
+    assert_eq!(
+        s.envoy
+            .counter("wasmcustom.switchyard.router.jason-to-v2.v2.requests"),
+        1
+    );
+}
+
+#[test]
+fn a_denied_request_reaches_no_later_policy() {
+    let s = setup(Duration::ZERO);
+    let (status, _, _) = get(&s, "/details/1", &[("end-user", "jason")]);
+    assert_eq!(status, 401);
+    assert_eq!(s.v1.count() + s.v2.count(), 0, "no upstream");
+    assert_eq!(s.envoy.counter("wasmcustom.switchyard.auth.denied"), 1);
+    for later in [
+        "wasmcustom.switchyard.router.jason-to-v2.v2.requests",
+        "wasmcustom.switchyard.router.default.v1.requests",
+        "wasmcustom.switchyard.timeouts.rule.default.timeout_set",
+        "wasmcustom.switchyard.shadow.details-compare.sampled",
+    ] {
+        assert_eq!(s.envoy.counter(later), 0, "{later}");
+    }
+}
+
+#[test]
+fn requests_waiting_for_keys_go_through_the_later_policies_when_they_arrive() {
+    // The key set arrives 1.5 s after start: both requests wait in auth, and
+    // the chain resumes them through router and timeouts. The budget counts
+    // from arrival, so the wait is spent: /reviews (500 ms) has nothing left.
+    let s = setup(Duration::from_millis(1500));
+    let jason = token_for("jason", &["dev"]);
+    let (page, reviews) = std::thread::scope(|scope| {
+        let page = scope.spawn(|| get(&s, "/productpage", &[("authorization", &jason)]));
+        let reviews = scope.spawn(|| get(&s, "/reviews/2", &[("authorization", &jason)]));
+        (page.join().unwrap(), reviews.join().unwrap())
+    });
+    assert_eq!(
+        (page.0, page.1.as_str()),
+        (200, "v2"),
+        "routed by identity after the wait"
+    );
+    let seen = s.v2.received();
+    assert_eq!(seen.len(), 1, "only /productpage reached v2: {seen:?}");
+    assert_eq!(seen[0].header("end-user"), Some("jason"));
+    let budget: u64 = seen[0]
+        .header("x-envoy-expected-rq-timeout-ms")
+        .and_then(|v| v.parse().ok())
+        .expect("timeouts set the budget");
+    assert!(
+        (1000..2900).contains(&budget),
+        "3000 ms less the wait for keys: {budget}"
+    );
+    assert_eq!(reviews.0, 504, "500 ms budget spent waiting for keys");
+    assert_eq!(
+        s.envoy
+            .counter("wasmcustom.switchyard.timeouts.rule.reviews-v2.deadline_exceeded"),
+        1
+    );
+    assert_eq!(
+        s.envoy
+            .counter("wasmcustom.switchyard.auth.corp.jwks_fetch_ok"),
+        1
+    );
+}
+
+#[test]
+fn delay_mirror_and_compare_share_the_vm_with_auth() {
+    let s = setup(Duration::ZERO);
+    let bob = token_for("bob", &["dev"]);
+    // Fault delay held by the timeouts policy, resumed from the shared tick.
+    let (status, version, took) = get(&s, "/ratings/1", &[("authorization", &bob)]);
+    assert_eq!((status, version.as_str()), (200, "v1"));
+    assert!(took >= Duration::from_millis(300), "delayed {took:?}");
+    assert_eq!(
+        s.envoy
+            .counter("wasmcustom.switchyard.timeouts.fault.ratings-delay.delayed"),
+        1
+    );
+    // Mirror of an anonymous public request, through the route's mirror policy.
+    let (status, version, _) = get(&s, "/public/a", &[]);
+    assert_eq!((status, version.as_str()), (200, "v1"));
+    eventually("the mirror reaches v2", || {
+        s.v2.received()
+            .iter()
+            .any(|r| r.path == "/public/a" && r.header("x-shadow") == Some("true"))
+    });
+    // Compare: the copy is sent from the chain's root and its answer comes back there.
+    let (status, _, _) = get(&s, "/details/7", &[("authorization", &bob)]);
+    assert_eq!(status, 200);
+    eventually("the comparison completes", || {
+        let c = |w: &str| {
+            s.envoy
+                .counter(&format!("wasmcustom.switchyard.shadow.details-compare.{w}"))
+        };
+        c("match") + c("mismatch.status") + c("mismatch.headers") + c("mismatch.body") == 1
+    });
+    assert_eq!(
+        s.envoy
+            .counter("wasmcustom.switchyard.shadow.details-compare.shadow_error"),
+        0
+    );
+}
+
+#[test]
+fn bad_sections_are_rejected_naming_the_section_and_field() {
+    for (config, expected) in [
+        (
+            json!({"routr": {}}),
+            "switchyard: invalid configuration: routr: unknown section",
+        ),
+        (
+            json!({"router": {"default_version": "v1", "routes": [{"split": []}]}}),
+            "version_router: invalid configuration: routes[0]",
+        ),
+        (
+            json!({"timeouts": "fast"}),
+            "switchyard: invalid configuration: timeouts: must be an object",
+        ),
+    ] {
+        let mut b = Bootstrap::load(&paths::envoy_config("switchyard.yaml"));
+        b.set_filter_config("switchyard", &config);
+        let err = match Envoy::try_start(&b) {
+            Ok(_) => panic!("{config} was accepted"),
+            Err(log) => log,
+        };
+        assert!(err.contains(expected), "{expected:?} not in:\n{err}");
+    }
+}
+
+#[test]
+fn consecutive_filters_merge_into_one_chain_in_order() {
+    let b = Bootstrap::load(&paths::envoy_config("auth.yaml")).merged_into_chain();
+    let filters =
+        b.0.pointer(
+            "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
+        )
+        .and_then(|f| f.as_array())
+        .expect("http_filters");
+    assert_eq!(
+        filters.len(),
+        2,
+        "auth + router merged, then Envoy's router"
+    );
+    let c = &filters[0]["typed_config"]["config"];
+    assert!(c["vm_config"]["code"]["local"]["filename"]
+        .as_str()
+        .unwrap()
+        .ends_with("/switchyard.wasm"));
+    let sections: serde_json::Value =
+        serde_json::from_str(c["configuration"]["value"].as_str().unwrap()).unwrap();
+    let keys: Vec<_> = sections.as_object().unwrap().keys().cloned().collect();
+    assert_eq!(keys, ["auth", "router"]);
+    assert_eq!(sections["router"]["default_version"], "v1");
+}
