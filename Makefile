@@ -79,9 +79,11 @@ test: setup build lint
 demo: setup build
 	$(CARGO) run --quiet --release -p switchyard-tests --bin demo
 
-## bench: criterion benchmarks (harness vs native decisions)
+## bench: criterion benchmarks (harness vs native decisions), then the Envoy load benchmark
+## (bench/envoy-load.sh: installs wrk; writes bench/results.json and bench/results.md)
 bench: setup build
 	$(CARGO) bench -p switchyard-harness --bench router --bench auth --bench timeouts --bench shadow
+	bench/envoy-load.sh
 
 ## oci: each filter as a reproducible OCI image layout (+ .tar) in target/oci, digests printed,
 ## WasmPlugin manifests copied there with sha256 pinned

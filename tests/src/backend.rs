@@ -70,6 +70,9 @@ pub struct Backend {
 
 struct State {
     version: String,
+    /// Answer at once, record nothing (load benchmarks); count only.
+    fast: bool,
+    served: std::sync::atomic::AtomicU64,
     received: Mutex<Vec<Received>>,
     responder: Mutex<Option<Responder>>,
 }
@@ -91,9 +94,26 @@ impl Backend {
         *self.state.responder.lock().expect("lock") = Some(responder);
     }
 
+    /// A backend for load benchmarks: answers `200 ok` at once and records
+    /// nothing but a count ([`Backend::served`]).
+    pub fn fast(version: &str) -> Self {
+        Self::start_inner(version, None, true)
+    }
+
+    /// Requests a [`Backend::fast`] backend has answered.
+    pub fn served(&self) -> u64 {
+        self.state.served.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn start_with(version: &str, responder: Option<Responder>) -> Self {
+        Self::start_inner(version, responder, false)
+    }
+
+    fn start_inner(version: &str, responder: Option<Responder>, fast: bool) -> Self {
         let state = Arc::new(State {
             version: version.into(),
+            fast,
+            served: std::sync::atomic::AtomicU64::new(0),
             received: Mutex::new(Vec::new()),
             responder: Mutex::new(responder),
         });
@@ -170,6 +190,16 @@ async fn answer(
     req: hyper::Request<Incoming>,
     state: Arc<State>,
 ) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    if state.fast {
+        state
+            .served
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut response = hyper::Response::new(Full::new(Bytes::from_static(b"ok\n")));
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&state.version) {
+            response.headers_mut().insert("x-echo-version", v);
+        }
+        return Ok(response);
+    }
     let (parts, body) = req.into_parts();
     let mut headers = BTreeMap::new();
     for (name, value) in &parts.headers {

@@ -104,6 +104,11 @@ impl Envoy {
         }
     }
 
+    /// The Envoy process id (for resident-memory readings).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
