@@ -462,7 +462,7 @@ fn main() {
     };
     let size = |name: &str| std::fs::metadata(paths::wasm(name)).map_or(0, |m| m.len());
     let ratio = |a: &str, b: &str| rps_of(a) / rps_of(b);
-    let targets = vec![
+    let targets = [
         (
             "version_router ≥ 90% of baseline",
             ratio("version_router", "baseline"),
