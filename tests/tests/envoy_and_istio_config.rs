@@ -284,35 +284,35 @@ fn gateway_phases_run_auth_then_router_then_timeouts() {
 #[test]
 fn the_mirror_policy_reads_the_header_the_shadow_filter_writes() {
     let docs = manifests();
-    let plugin = docs
-        .iter()
-        .find(|(_, d)| d["spec"]["pluginName"] == "shadow")
-        .map(|(_, d)| &d["spec"]["pluginConfig"])
-        .unwrap();
-    let mirror = docs
-        .iter()
-        .find(|(_, d)| d["metadata"]["name"] == "switchyard-shadow-mirror")
-        .map(|(_, d)| {
-            &d["spec"]["configPatches"][0]["patch"]["value"]["route"]["request_mirror_policies"][0]
-        })
-        .unwrap();
-    assert_eq!(mirror["cluster_header"], plugin["cluster_header"]);
-    let chain_shadow = docs
-        .iter()
-        .find(|(_, d)| d["spec"]["pluginName"] == "switchyard")
-        .map(|(_, d)| &d["spec"]["pluginConfig"]["shadow"])
-        .unwrap();
-    let chain_mirror = docs
-        .iter()
-        .find(|(_, d)| d["metadata"]["name"] == "switchyard-mirror")
-        .map(|(_, d)| {
-            &d["spec"]["configPatches"][0]["patch"]["value"]["route"]["request_mirror_policies"][0]
-        })
-        .unwrap();
-    assert_eq!(
-        chain_mirror["cluster_header"],
-        chain_shadow["cluster_header"]
-    );
+    // (plugin, its shadow configuration, the EnvoyFilter adding the mirror policy)
+    for (plugin, shadow, patch) in [
+        ("shadow", "", "switchyard-shadow-mirror"),
+        ("switchyard", "shadow", "switchyard-mirror"),
+    ] {
+        let config = docs
+            .iter()
+            .find(|(_, d)| d["spec"]["pluginName"] == plugin)
+            .map(|(_, d)| &d["spec"]["pluginConfig"])
+            .unwrap();
+        let config = if shadow.is_empty() {
+            config
+        } else {
+            &config[shadow]
+        };
+        let mirror = docs
+            .iter()
+            .find(|(_, d)| d["metadata"]["name"] == patch)
+            .map(|(_, d)| {
+                &d["spec"]["configPatches"][0]["patch"]["value"]["route"]["request_mirror_policies"]
+                    [0]
+            })
+            .unwrap_or_else(|| panic!("no EnvoyFilter {patch}"));
+        assert_eq!(
+            mirror["cluster_header"], config["cluster_header"],
+            "{plugin}"
+        );
+        assert!(config["cluster_header"].is_string(), "{plugin}");
+    }
     // The same in the Envoy bootstrap the end-to-end tests run.
     let b = Bootstrap::load(&paths::envoy_config("shadow.yaml"));
     let route = b
