@@ -34,6 +34,7 @@ pub fn envoy_binary() -> PathBuf {
 struct Seen {
     cluster: String,
     headers: Vec<(String, String)>,
+    body: String,
 }
 
 /// One real upstream per cluster: answers as configured (each request takes
@@ -55,6 +56,18 @@ impl Upstream {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        if cluster.refused {
+            // A port nothing listens on: connections are refused.
+            drop(listener);
+            return Ok((
+                Self {
+                    answer: Arc::new(Mutex::new((cluster, 0))),
+                    stop: None,
+                    thread: None,
+                },
+                port,
+            ));
+        }
         let answer = Arc::new(Mutex::new((cluster, 0)));
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let (a, n) = (answer.clone(), name.to_owned());
@@ -125,12 +138,33 @@ impl std::fmt::Display for Reset {
 
 impl std::error::Error for Reset {}
 
+/// How long a sender waits between body chunks, so Envoy reads each apart
+/// (one body callback per read).
+const CHUNK_GAP: Duration = Duration::from_millis(100);
+
+type Body = http_body_util::combinators::BoxBody<hyper::body::Bytes, std::convert::Infallible>;
+
+/// A body sent in chunks, `CHUNK_GAP` apart.
+fn chunked_body(chunks: Vec<String>) -> Body {
+    use http_body_util::BodyExt;
+    let frames =
+        futures_util::stream::unfold((chunks.into_iter(), true), |(mut it, first)| async move {
+            let chunk = it.next()?;
+            if !first {
+                tokio::time::sleep(CHUNK_GAP).await;
+            }
+            let frame = hyper::body::Frame::data(hyper::body::Bytes::from(chunk.into_bytes()));
+            Some((Ok(frame), (it, false)))
+        });
+    http_body_util::StreamBody::new(frames).boxed()
+}
+
 async fn upstream_answer(
     req: hyper::Request<hyper::body::Incoming>,
     name: String,
     answer: Arc<Mutex<(Cluster, usize)>>,
     seen: Arc<Mutex<Vec<Seen>>>,
-) -> Result<hyper::Response<http_body_util::Full<hyper::body::Bytes>>, Reset> {
+) -> Result<hyper::Response<Body>, Reset> {
     use http_body_util::BodyExt;
     let (parts, body) = req.into_parts();
     let mut headers = vec![
@@ -151,10 +185,15 @@ async fn upstream_answer(
             String::from_utf8_lossy(v.as_bytes()).into_owned(),
         ));
     }
-    let _ = body.collect().await;
+    let body = body
+        .collect()
+        .await
+        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+        .unwrap_or_default();
     seen.lock().expect("lock").push(Seen {
         cluster: name,
         headers,
+        body,
     });
     let c = {
         let mut a = answer.lock().expect("lock");
@@ -172,9 +211,12 @@ async fn upstream_answer(
     if c.reset {
         return Err(Reset);
     }
-    let mut response = hyper::Response::new(http_body_util::Full::new(hyper::body::Bytes::from(
-        c.body.into_bytes(),
-    )));
+    let body = if c.chunks.is_empty() {
+        http_body_util::Full::new(hyper::body::Bytes::from(c.body.into_bytes())).boxed()
+    } else {
+        chunked_body(c.chunks)
+    };
+    let mut response = hyper::Response::new(body);
     *response.status_mut() =
         hyper::StatusCode::from_u16(c.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     for (k, v) in &c.headers {
@@ -305,13 +347,15 @@ fn bootstrap(s: &Scenario, listener: u16, admin: u16, ports: &BTreeMap<String, u
 /// Status, headers and body as a client received them.
 type RawResponse = (u16, Vec<(String, String)>, Vec<u8>);
 
-/// A minimal HTTP/1.1 exchange on a fresh connection: the request exactly as given.
+/// A minimal HTTP/1.1 exchange on a fresh connection: the request exactly
+/// as given; a `chunked` body goes chunk-encoded, `CHUNK_GAP` apart.
 fn http(
     port: u16,
     method: &str,
     path: &str,
     headers: &[(String, String)],
-    body: &[u8],
+    chunks: &[&[u8]],
+    chunked: bool,
 ) -> Result<RawResponse, String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     stream
@@ -321,14 +365,32 @@ fn http(
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
-    if !body.is_empty() {
-        head.push_str(&format!("content-length: {}\r\n", body.len()));
+    let length: usize = chunks.iter().map(|c| c.len()).sum();
+    if chunked {
+        head.push_str("transfer-encoding: chunked\r\n");
+    } else if length > 0 {
+        head.push_str(&format!("content-length: {length}\r\n"));
     }
     head.push_str("connection: close\r\n\r\n");
     stream
         .write_all(head.as_bytes())
         .map_err(|e| e.to_string())?;
-    stream.write_all(body).map_err(|e| e.to_string())?;
+    for (i, chunk) in chunks.iter().enumerate() {
+        if !chunked {
+            stream.write_all(chunk).map_err(|e| e.to_string())?;
+            continue;
+        }
+        if i > 0 {
+            std::thread::sleep(CHUNK_GAP);
+        }
+        let mut framed = format!("{:x}\r\n", chunk.len()).into_bytes();
+        framed.extend_from_slice(chunk);
+        framed.extend_from_slice(b"\r\n");
+        stream.write_all(&framed).map_err(|e| e.to_string())?;
+    }
+    if chunked {
+        stream.write_all(b"0\r\n\r\n").map_err(|e| e.to_string())?;
+    }
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     reader.read_line(&mut line).map_err(|e| e.to_string())?;
@@ -377,7 +439,8 @@ fn wasm_metrics(admin: u16) -> BTreeMap<String, i64> {
         "GET",
         "/stats?format=json&filter=wasmcustom",
         &[("host".into(), "admin".into())],
-        b"",
+        &[],
+        false,
     ) else {
         return BTreeMap::new();
     };
@@ -511,7 +574,8 @@ pub fn run_with(s: &Scenario, envoy_bin: &std::path::Path) -> Result<Vec<Observa
             "GET",
             "/ready",
             &[("host".into(), "admin".into())],
-            b"",
+            &[],
+            false,
         )
         .is_ok_and(|(s, _, _)| s == 200)
         {
@@ -553,13 +617,18 @@ pub fn run_with(s: &Scenario, envoy_bin: &std::path::Path) -> Result<Vec<Observa
             envoy.log.lock().expect("lock").len(),
             seen.lock().expect("lock").len(),
         );
+        let chunks =
+            crate::flow::Flow::chunks(req.body.as_deref().unwrap_or_default(), &req.chunk_sizes);
+        let chunks: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
         let t0 = Instant::now();
+        let chunked = !req.chunk_sizes.is_empty();
         let result = http(
             listener,
             &get(":method"),
             &get(":path"),
             &headers,
-            req.body.as_deref().unwrap_or_default(),
+            &chunks,
+            chunked,
         );
         let duration_ms = t0.elapsed().as_millis() as u64;
         wait_for_quiet_log(&envoy.log);
@@ -588,6 +657,10 @@ pub fn run_with(s: &Scenario, envoy_bin: &std::path::Path) -> Result<Vec<Observa
             status,
             upstream_reached: upstream.is_some(),
             upstream_cluster: upstream.as_ref().map(|u| u.cluster.clone()),
+            upstream_body: upstream
+                .as_ref()
+                .map(|u| u.body.clone())
+                .unwrap_or_default(),
             upstream_headers: upstream.map(|u| u.headers).unwrap_or_default(),
             upstream_attempts,
             response_headers,
@@ -656,6 +729,11 @@ pub fn differences(harness: &[Observation], envoy: &[Observation]) -> Vec<String
             "upstream_headers",
             format!("{:?}", keep(&h.upstream_headers)),
             format!("{:?}", keep(&e.upstream_headers)),
+        );
+        d(
+            "upstream_body",
+            format!("{:?}", h.upstream_body),
+            format!("{:?}", e.upstream_body),
         );
         // A client sees `:status` as the status line, compared above.
         let no_pseudo = |x: &[(String, String)]| -> Vec<(String, String)> {

@@ -2,6 +2,7 @@
 //! through them to simulated upstreams, events on a virtual clock.
 
 use crate::abi;
+use crate::flow::{Flow, Stage};
 use crate::model::{Cluster, Headers, LogEntry, Request, Response};
 use crate::router;
 use crate::vm::{
@@ -171,30 +172,24 @@ impl Exchange {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    Headers,
-    Body,
-    Trailers,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// Request callbacks; `next` is the next filter index.
-    Request {
-        stage: Stage,
-        next: usize,
-    },
+    /// The request moves through the chain (`StreamRun::flow`).
+    Request,
     /// Waiting for the upstream's answer at this virtual time.
     Upstream {
         at_ns: u64,
     },
-    /// Response callbacks, from the filter at `next` down to 0; `first` is where the response entered.
-    Response {
-        stage: Stage,
-        next: isize,
-        first: usize,
-    },
+    /// The response moves back through the chain (`StreamRun::flow`).
+    Response,
     Done,
+}
+
+/// What a callback's answer means for the stream.
+enum Step {
+    Go,
+    Pause,
+    /// A local reply, a reset or a failed VM took the stream elsewhere.
+    Stop,
 }
 
 /// The router's progress on one request (timeouts and retries).
@@ -213,23 +208,23 @@ enum Attempt {
     Waiting {
         answer_at_ns: u64,
         per_try_at_ns: Option<u64>,
-        /// `None`: the upstream resets.
+        /// `None`: the upstream resets, or refuses the connection.
         answer: Option<Response>,
+        refused: bool,
     },
 }
 
 struct StreamRun {
     contexts: Vec<Option<u32>>,
     phase: Phase,
-    paused_at: Option<usize>,
+    /// The current direction's progress through the chain.
+    flow: Flow,
     upstream: Option<UpstreamRequest>,
     router: Option<RouterRun>,
     pending_response: Option<Option<Response>>,
     response: Option<Response>,
     local_reply: Option<(usize, String)>,
     reset: bool,
-    has_body: bool,
-    has_trailers: bool,
     started_ns: u64,
     finished_ns: Option<u64>,
     marks: (usize, usize, usize),
@@ -631,7 +626,6 @@ impl Harness {
             id,
             StreamMaps {
                 request_headers: Some(headers),
-                request_body: request.body.clone().unwrap_or_default(),
                 request_trailers: request.trailers.clone(),
                 started_at_ns: now,
                 ..StreamMaps::default()
@@ -661,19 +655,21 @@ impl Harness {
             id,
             StreamRun {
                 contexts,
-                phase: Phase::Request {
-                    stage: Stage::Headers,
-                    next: 0,
-                },
-                paused_at: None,
+                phase: Phase::Request,
+                flow: Flow::new(
+                    (0..self.filters.len()).collect(),
+                    Flow::arrivals(
+                        request.body.as_deref().unwrap_or_default(),
+                        &request.chunk_sizes,
+                    ),
+                    request.trailers.is_some(),
+                ),
                 upstream: None,
                 router: None,
                 pending_response: None,
                 response: None,
                 local_reply: None,
                 reset: false,
-                has_body: request.body.is_some(),
-                has_trailers: request.trailers.is_some(),
                 started_ns: now,
                 finished_ns: None,
                 marks,
@@ -782,18 +778,7 @@ impl Harness {
                 let w = self.world.borrow();
                 w.open_calls()
                     .filter(|c| call_due_ns(&w, c) <= now)
-                    .map(|c| {
-                        let answer = c.answer.as_ref();
-                        let delay = answer.map_or(0, |a| a.delay_ms);
-                        let timed_out = c.timeout_ms > 0 && delay > c.timeout_ms;
-                        // Envoy's async client routes the call: the answer
-                        // carries the router's x-envoy-upstream-service-time.
-                        let response = answer.and_then(Cluster::response).map(|mut r| {
-                            r.headers.add("x-envoy-upstream-service-time", b"0");
-                            r
-                        });
-                        (c.token, if timed_out { None } else { response })
-                    })
+                    .map(|c| (c.token, Some(call_answer(c))))
                     .collect()
             };
             for (token, response) in due {
@@ -928,159 +913,299 @@ impl Harness {
                 continue;
             }
             if let Some((response, details)) = local {
-                let from = run.paused_at.unwrap_or(0);
+                let from = run.flow.paused.map_or(0, |(p, _)| run.flow.order[p]);
                 self.local_reply(id, from, response, details);
                 continue;
             }
-            let run = self.runs.get_mut(&id).expect("run");
-            if let Some(at) = run.paused_at {
-                let resume = match run.phase {
-                    Phase::Request { .. } => cont_req,
-                    Phase::Response { .. } => cont_resp,
-                    _ => false,
-                };
-                if resume {
-                    run.paused_at = None;
-                    match &mut run.phase {
-                        Phase::Request { next, .. } => *next = at + 1,
-                        Phase::Response { next, .. } => *next = at as isize - 1,
-                        _ => {}
-                    }
-                    self.drive(id);
-                }
+            let resume = match run.phase {
+                Phase::Request => cont_req,
+                Phase::Response => cont_resp,
+                _ => false,
+            };
+            if resume && run.flow.paused.is_some() {
+                self.resume(id);
             }
         }
     }
 
-    /// Runs a stream's callbacks until it pauses, waits for the upstream or ends.
+    /// Runs a stream's callbacks until it pauses, waits for the upstream or
+    /// ends: headers filter by filter, then what waited at a filter that let
+    /// them pass, then the client's (or upstream's) body and trailers.
     fn drive(&mut self, id: StreamId) {
         loop {
-            let run = self.runs.get_mut(&id).expect("run");
-            if run.paused_at.is_some() {
+            let Some(run) = self.runs.get(&id) else {
+                return;
+            };
+            if !matches!(run.phase, Phase::Request | Phase::Response) {
                 return;
             }
-            let n = self.filters.len();
+            let f = &run.flow;
+            if f.paused.is_some() || f.headers_next >= f.len() {
+                break;
+            }
+            let (p, end_of_stream) = (f.headers_next, f.headers_end_stream);
+            match self.run_callback(id, p, Stage::Headers, 0, end_of_stream) {
+                Step::Go => self.headers_passed(id, p),
+                Step::Pause => {
+                    self.flow_mut(id).paused = Some((p, Stage::Headers));
+                    // Filters before this one still see the body.
+                    break;
+                }
+                Step::Stop => return,
+            }
+        }
+        if !self.release_held(id) {
+            return;
+        }
+        while let Some(chunk) = self.flow_mut(id).source.pop_front() {
+            let f = self.flow_mut(id);
+            let end_of_stream = f.source.is_empty() && !f.source_trailers;
+            if !self.deliver(id, 0, chunk, end_of_stream) {
+                return;
+            }
+        }
+        if std::mem::take(&mut self.flow_mut(id).source_trailers) && !self.deliver_trailers(id, 0) {
+            return;
+        }
+        let run = &self.runs[&id];
+        if run.flow.complete {
             match run.phase {
-                Phase::Done | Phase::Upstream { .. } => return,
-                Phase::Request { stage, next } if next >= n => {
-                    run.phase = match stage {
-                        Stage::Headers if run.has_body => Phase::Request {
-                            stage: Stage::Body,
-                            next: 0,
-                        },
-                        Stage::Headers | Stage::Body if run.has_trailers => Phase::Request {
-                            stage: Stage::Trailers,
-                            next: 0,
-                        },
-                        _ => {
-                            self.send_upstream(id);
-                            continue;
-                        }
-                    };
+                Phase::Request => self.send_upstream(id),
+                Phase::Response => self.finish(id),
+                _ => {}
+            }
+        }
+    }
+
+    fn flow_mut(&mut self, id: StreamId) -> &mut Flow {
+        &mut self.runs.get_mut(&id).expect("run").flow
+    }
+
+    fn headers_passed(&mut self, id: StreamId, p: usize) {
+        let f = self.flow_mut(id);
+        f.headers_next = p + 1;
+        if f.headers_next >= f.len() && f.headers_end_stream {
+            f.complete = true;
+        }
+    }
+
+    /// Delivers what waited at filters that have now let the headers pass;
+    /// false when the stream stopped.
+    fn release_held(&mut self, id: StreamId) -> bool {
+        let mut p = 0;
+        loop {
+            let Some(run) = self.runs.get_mut(&id) else {
+                return false;
+            };
+            let f = &mut run.flow;
+            if p >= f.gate() {
+                return true;
+            }
+            if !f.held[p].is_empty() {
+                let held = std::mem::take(&mut f.held[p]);
+                let end_of_stream = held.end_of_stream;
+                if (!held.data.is_empty() || end_of_stream)
+                    && !self.deliver(id, p, held.data, end_of_stream)
+                {
+                    return false;
                 }
-                Phase::Response { stage, next, first } if next < 0 => {
-                    let has_body = self
-                        .streams
-                        .borrow()
-                        .get(&id)
-                        .is_some_and(|s| !s.response_body.is_empty());
-                    let has_trailers = self
-                        .streams
-                        .borrow()
-                        .get(&id)
-                        .is_some_and(|s| s.response_trailers.is_some());
-                    run.phase = match stage {
-                        Stage::Headers if has_body => Phase::Response {
-                            stage: Stage::Body,
-                            next: first as isize,
-                            first,
-                        },
-                        Stage::Headers | Stage::Body if has_trailers => Phase::Response {
-                            stage: Stage::Trailers,
-                            next: first as isize,
-                            first,
-                        },
-                        _ => {
-                            self.finish(id);
-                            return;
-                        }
-                    };
+                if held.trailers && !self.deliver_trailers(id, p) {
+                    return false;
                 }
-                Phase::Request { stage, next } => {
-                    let action = self.callback(id, next, true, stage);
-                    if self.handle_action(id, next, action) {
-                        return;
+            }
+            p += 1;
+        }
+    }
+
+    /// A chunk reaches position `p` and goes as far as the filters let it;
+    /// false when the stream stopped.
+    fn deliver(
+        &mut self,
+        id: StreamId,
+        mut p: usize,
+        mut data: Vec<u8>,
+        end_of_stream: bool,
+    ) -> bool {
+        loop {
+            let Some(run) = self.runs.get_mut(&id) else {
+                return false;
+            };
+            let request = run.phase == Phase::Request;
+            let f = &mut run.flow;
+            if p >= f.len() {
+                f.out.extend_from_slice(&data);
+                f.complete |= end_of_stream;
+                return true;
+            }
+            if p >= f.gate() {
+                let held = &mut f.held[p];
+                held.data.extend_from_slice(&data);
+                held.end_of_stream |= end_of_stream;
+                return true;
+            }
+            let mut buffer = std::mem::take(&mut f.buffered[p]);
+            buffer.extend_from_slice(&data);
+            let size = buffer.len();
+            self.set_body(id, request, buffer);
+            let step = self.run_callback(id, p, Stage::Body, size, end_of_stream);
+            // The callback may have rewritten the buffer.
+            let buffer = self.take_body(id, request);
+            match step {
+                Step::Stop => return false,
+                Step::Pause => {
+                    let f = self.flow_mut(id);
+                    f.buffered[p] = buffer;
+                    if end_of_stream {
+                        f.paused = Some((p, Stage::Body));
                     }
-                    if let Some(Phase::Request { next: n2, .. }) =
-                        self.runs.get_mut(&id).map(|r| &mut r.phase)
-                    {
-                        *n2 = next + 1;
-                    }
+                    return true;
                 }
-                Phase::Response { stage, next, .. } => {
-                    let i = next as usize;
-                    let action = self.callback(id, i, false, stage);
-                    if self.handle_action(id, i, action) {
-                        return;
-                    }
-                    if let Some(Phase::Response { next: n2, .. }) =
-                        self.runs.get_mut(&id).map(|r| &mut r.phase)
-                    {
-                        *n2 = next - 1;
-                    }
+                Step::Go => {
+                    data = buffer;
+                    p += 1;
                 }
             }
         }
     }
 
-    /// Handles a callback's outcome; true when the stream stops here.
+    /// Trailers reach position `p`; a filter that lets them pass first
+    /// passes on what it buffered. False when the stream stopped.
+    fn deliver_trailers(&mut self, id: StreamId, mut p: usize) -> bool {
+        loop {
+            let Some(run) = self.runs.get_mut(&id) else {
+                return false;
+            };
+            let f = &mut run.flow;
+            if p >= f.len() {
+                f.complete = true;
+                return true;
+            }
+            if p >= f.gate() {
+                f.held[p].trailers = true;
+                return true;
+            }
+            match self.run_callback(id, p, Stage::Trailers, 0, false) {
+                Step::Stop => return false,
+                Step::Pause => {
+                    self.flow_mut(id).paused = Some((p, Stage::Trailers));
+                    return true;
+                }
+                Step::Go => {
+                    let buffered = std::mem::take(&mut self.flow_mut(id).buffered[p]);
+                    if !buffered.is_empty() && !self.deliver(id, p + 1, buffered, false) {
+                        return false;
+                    }
+                    p += 1;
+                }
+            }
+        }
+    }
+
+    /// A filter that paused the stream continues it.
+    fn resume(&mut self, id: StreamId) {
+        let Some((p, stage)) = self.flow_mut(id).paused.take() else {
+            return;
+        };
+        match stage {
+            Stage::Headers => self.headers_passed(id, p),
+            Stage::Body => {
+                let buffered = std::mem::take(&mut self.flow_mut(id).buffered[p]);
+                if !self.deliver(id, p + 1, buffered, true) {
+                    return;
+                }
+            }
+            Stage::Trailers => {
+                let buffered = std::mem::take(&mut self.flow_mut(id).buffered[p]);
+                if !buffered.is_empty() && !self.deliver(id, p + 1, buffered, false) {
+                    return;
+                }
+                if !self.deliver_trailers(id, p + 1) {
+                    return;
+                }
+            }
+        }
+        self.drive(id);
+    }
+
+    fn set_body(&mut self, id: StreamId, request: bool, body: Vec<u8>) {
+        if let Some(s) = self.streams.borrow_mut().get_mut(&id) {
+            *if request {
+                &mut s.request_body
+            } else {
+                &mut s.response_body
+            } = body;
+        }
+    }
+
+    fn take_body(&mut self, id: StreamId, request: bool) -> Vec<u8> {
+        self.streams
+            .borrow_mut()
+            .get_mut(&id)
+            .map(|s| {
+                std::mem::take(if request {
+                    &mut s.request_body
+                } else {
+                    &mut s.response_body
+                })
+            })
+            .unwrap_or_default()
+    }
+
+    /// Runs the callback of the filter at position `p` of the stream's
+    /// current direction and says what it means for the stream.
+    fn run_callback(
+        &mut self,
+        id: StreamId,
+        p: usize,
+        stage: Stage,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Step {
+        let run = &self.runs[&id];
+        let (filter, request) = (run.flow.order[p], run.phase == Phase::Request);
+        let action = self.callback(id, filter, request, stage, body_size, end_of_stream);
+        self.handle_action(id, filter, action)
+    }
+
+    /// Handles a callback's outcome.
     fn handle_action(
         &mut self,
         id: StreamId,
         filter: usize,
         action: Result<Option<i32>, String>,
-    ) -> bool {
-        let local = {
+    ) -> Step {
+        let (local, reset) = {
             let mut streams = self.streams.borrow_mut();
             let s = streams.get_mut(&id).expect("stream maps");
-            (
-                s.local_response.take(),
-                std::mem::take(&mut s.reset),
-                std::mem::take(&mut s.continue_request),
-                std::mem::take(&mut s.continue_response),
-            )
+            // A continue inside the callback that paused means nothing yet.
+            s.continue_request = false;
+            s.continue_response = false;
+            (s.local_response.take(), std::mem::take(&mut s.reset))
         };
-        let (local, reset, _, _) = local;
         match action {
             Err(_trap) => match self.filters[filter].spec.failure_policy {
                 FailurePolicy::FailClosed => {
-                    let body = b"".to_vec();
-                    self.local_reply(
-                        id,
-                        filter,
-                        Response::new(503).body(body),
-                        "wasm_fail_stream".into(),
-                    );
-                    true
+                    self.local_reply(id, filter, Response::new(503), "wasm_fail_stream".into());
+                    Step::Stop
                 }
-                FailurePolicy::FailOpen => false,
+                FailurePolicy::FailOpen => Step::Go,
             },
             Ok(action) => {
                 if reset {
                     self.runs.get_mut(&id).expect("run").reset = true;
                     self.finish(id);
-                    return true;
+                    return Step::Stop;
                 }
                 if let Some((response, details)) = local {
                     // Takes effect after the callback returns, then runs this filter's response callbacks.
                     self.local_reply(id, filter, response, details);
-                    return true;
+                    return Step::Stop;
                 }
                 if action == Some(1) {
-                    self.runs.get_mut(&id).expect("run").paused_at = Some(filter);
-                    return true;
+                    Step::Pause
+                } else {
+                    Step::Go
                 }
-                false
             }
         }
     }
@@ -1092,6 +1217,8 @@ impl Harness {
         i: usize,
         request: bool,
         stage: Stage,
+        body_size: usize,
+        end_of_stream: bool,
     ) -> Result<Option<i32>, String> {
         let run = &self.runs[&id];
         let f = &mut self.filters[i];
@@ -1108,29 +1235,21 @@ impl Harness {
         let Some(ctx) = run.contexts[i] else {
             return Ok(None);
         };
-        let (nh, body_len, nt, has_body, has_trailers) = {
+        let (nh, nt) = {
             let streams = self.streams.borrow();
             let s = &streams[&id];
-            if request {
-                (
-                    s.request_headers.as_ref().map_or(0, Headers::len),
-                    s.request_body.len(),
-                    s.request_trailers.as_ref().map_or(0, Headers::len),
-                    run.has_body,
-                    run.has_trailers,
-                )
+            let (h, t) = if request {
+                (&s.request_headers, &s.request_trailers)
             } else {
-                (
-                    s.response_headers.as_ref().map_or(0, Headers::len),
-                    s.response_body.len(),
-                    s.response_trailers.as_ref().map_or(0, Headers::len),
-                    !s.response_body.is_empty(),
-                    s.response_trailers.is_some(),
-                )
-            }
+                (&s.response_headers, &s.response_trailers)
+            };
+            (
+                h.as_ref().map_or(0, Headers::len) as i32,
+                t.as_ref().map_or(0, Headers::len) as i32,
+            )
         };
         let ex = f.vm.borrow_mut().exports.clone();
-        let c = ctx as i32;
+        let (c, size, end) = (ctx as i32, body_size as i32, i32::from(end_of_stream));
         let name = match (request, stage) {
             (true, Stage::Headers) => "on_request_headers",
             (true, Stage::Body) => "on_request_body",
@@ -1142,47 +1261,43 @@ impl Harness {
         self.world.borrow_mut().trace_callback(i, ctx, name);
         f.vm.borrow_mut().call(ctx, self.fuel, |s| {
             let r = match (request, stage) {
-                (true, Stage::Headers) => ex.on_request_headers.as_ref().map(|f| {
-                    f.call(
-                        &mut *s,
-                        (c, nh as i32, i32::from(!has_body && !has_trailers)),
-                    )
-                }),
+                (true, Stage::Headers) => ex
+                    .on_request_headers
+                    .as_ref()
+                    .map(|f| f.call(&mut *s, (c, nh, end))),
                 (true, Stage::Body) => ex
                     .on_request_body
                     .as_ref()
-                    .map(|f| f.call(&mut *s, (c, body_len as i32, i32::from(!has_trailers)))),
+                    .map(|f| f.call(&mut *s, (c, size, end))),
                 (true, Stage::Trailers) => ex
                     .on_request_trailers
                     .as_ref()
-                    .map(|f| f.call(&mut *s, (c, nt as i32))),
-                (false, Stage::Headers) => ex.on_response_headers.as_ref().map(|f| {
-                    f.call(
-                        &mut *s,
-                        (c, nh as i32, i32::from(!has_body && !has_trailers)),
-                    )
-                }),
+                    .map(|f| f.call(&mut *s, (c, nt))),
+                (false, Stage::Headers) => ex
+                    .on_response_headers
+                    .as_ref()
+                    .map(|f| f.call(&mut *s, (c, nh, end))),
                 (false, Stage::Body) => ex
                     .on_response_body
                     .as_ref()
-                    .map(|f| f.call(&mut *s, (c, body_len as i32, i32::from(!has_trailers)))),
+                    .map(|f| f.call(&mut *s, (c, size, end))),
                 (false, Stage::Trailers) => ex
                     .on_response_trailers
                     .as_ref()
-                    .map(|f| f.call(&mut *s, (c, nt as i32))),
+                    .map(|f| f.call(&mut *s, (c, nt))),
             };
             r.transpose()
         })
     }
 
     fn send_upstream(&mut self, id: StreamId) {
-        let (headers, body) = {
-            let streams = self.streams.borrow();
-            let s = &streams[&id];
-            (
-                s.request_headers.clone().unwrap_or_default(),
-                s.request_body.clone(),
-            )
+        let body = std::mem::take(&mut self.flow_mut(id).out);
+        let headers = {
+            let mut streams = self.streams.borrow_mut();
+            let s = streams.get_mut(&id).expect("maps");
+            // What passed every filter; `request.size` reads it from now on.
+            s.request_body = body.clone();
+            s.request_headers.clone().unwrap_or_default()
         };
         let (cluster_name, cluster) = self
             .routes
@@ -1228,14 +1343,16 @@ impl Harness {
                         .world
                         .borrow_mut()
                         .next_answer(&rr.cluster_name, &rr.cluster);
-                    if let Some(u) = run.upstream.as_mut() {
+                    // A refused connection never delivers the request.
+                    if let (Some(u), false) = (run.upstream.as_mut(), answer.refused) {
                         u.attempts += 1;
                     }
                     rr.attempt = Attempt::Waiting {
-                        answer_at_ns: now + answer.delay_ms * 1_000_000,
+                        answer_at_ns: now + answer.answer_delay_ms() * 1_000_000,
                         per_try_at_ns: (rr.policy.per_try_ms > 0)
                             .then(|| now + rr.policy.per_try_ms * 1_000_000),
                         answer: answer.response(),
+                        refused: answer.refused,
                     };
                     None
                 }
@@ -1243,11 +1360,13 @@ impl Harness {
                     answer_at_ns,
                     per_try_at_ns,
                     answer,
+                    refused,
                 } => {
                     let outcome = match per_try_at_ns {
                         Some(p) if *p <= now && *p < *answer_at_ns => {
                             Some(router::Outcome::PerTryTimeout)
                         }
+                        _ if *answer_at_ns <= now && *refused => Some(router::Outcome::Refused),
                         _ if *answer_at_ns <= now => Some(
                             answer
                                 .as_ref()
@@ -1265,8 +1384,13 @@ impl Harness {
                             None
                         }
                         Some(router::Outcome::PerTryTimeout) => Some(router::timeout_response()),
-                        Some(router::Outcome::Reset) => Some(router::reset_response()),
-                        Some(router::Outcome::Answered(r)) => Some(r.clone()),
+                        Some(o @ (router::Outcome::Reset | router::Outcome::Refused)) => {
+                            Some(router::failure_response(o, rr.retries > 0))
+                        }
+                        // Only an upstream's own answer says how long it took.
+                        Some(router::Outcome::Answered(r)) => {
+                            Some(r.clone().header("x-envoy-upstream-service-time", "0"))
+                        }
                     }
                 }
                 Attempt::Backoff { .. } => None,
@@ -1274,6 +1398,9 @@ impl Harness {
         };
         if let Some(response) = final_response {
             run.router = None;
+            if run.upstream.as_ref().is_some_and(|u| u.attempts == 0) {
+                run.upstream = None;
+            }
             run.pending_response = Some(Some(response));
             self.upstream_answered(id);
             return;
@@ -1300,32 +1427,27 @@ impl Harness {
             .take()
             .flatten()
             .unwrap_or_else(|| Response::new(503));
+        let chunks = Flow::arrivals(&response.body, &response.chunk_sizes);
         let Response {
-            mut headers,
-            body,
-            trailers,
-            ..
+            headers, trailers, ..
         } = response;
-        headers.add("x-envoy-upstream-service-time", b"0");
+        let has_trailers = trailers.is_some();
         {
             let mut streams = self.streams.borrow_mut();
             let s = streams.get_mut(&id).expect("maps");
             s.response_headers = Some(headers);
-            s.response_body = body;
+            s.response_body = Vec::new();
             s.response_trailers = trailers;
             s.request_done = true;
         }
-        let last = self.filters.len().saturating_sub(1);
-        self.runs.get_mut(&id).expect("run").phase = Phase::Response {
-            stage: Stage::Headers,
-            next: last as isize,
-            first: last,
-        };
-        if self.filters.is_empty() {
-            self.finish(id);
-        } else {
-            self.drive(id);
-        }
+        let run = self.runs.get_mut(&id).expect("run");
+        run.phase = Phase::Response;
+        run.flow = Flow::new(
+            (0..self.filters.len()).rev().collect(),
+            chunks,
+            has_trailers,
+        );
+        self.drive(id);
     }
 
     fn local_reply(&mut self, id: StreamId, filter: usize, response: Response, details: String) {
@@ -1341,35 +1463,45 @@ impl Harness {
             let mut streams = self.streams.borrow_mut();
             let s = streams.get_mut(&id).expect("maps");
             s.response_headers = Some(headers);
-            s.response_body = response.body.clone();
+            s.response_body = Vec::new();
             s.response_trailers = None;
             s.request_done = true;
         }
         let run = self.runs.get_mut(&id).expect("run");
         run.local_reply = Some((filter, details));
-        run.paused_at = None;
-        run.phase = Phase::Response {
-            stage: Stage::Headers,
-            next: filter as isize,
-            first: filter,
-        };
+        run.phase = Phase::Response;
+        // From the filter that replied back to the first, the body in one chunk.
+        let body = (!response.body.is_empty()).then_some(response.body);
+        run.flow = Flow::new(
+            (0..=filter).rev().collect(),
+            body.into_iter().collect(),
+            false,
+        );
         self.drive(id);
     }
 
     fn finish(&mut self, id: StreamId) {
         let now = self.world.borrow().now_ns;
         let (response, reset) = {
-            let streams = self.streams.borrow();
-            let s = &streams[&id];
-            let run = &self.runs[&id];
+            let mut streams = self.streams.borrow_mut();
+            let s = streams.get_mut(&id).expect("maps");
+            let run = self.runs.get_mut(&id).expect("run");
+            // What passed every filter; `response.size` reads it in `on_log`.
+            let body = if run.phase == Phase::Response {
+                std::mem::take(&mut run.flow.out)
+            } else {
+                Vec::new()
+            };
+            s.response_body = body.clone();
             let r = s.response_headers.as_ref().map(|h| Response {
                 status: h
                     .get(":status")
                     .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
                     .unwrap_or(0),
                 headers: h.clone(),
-                body: s.response_body.clone(),
+                body,
                 trailers: s.response_trailers.clone(),
+                chunk_sizes: Vec::new(),
             });
             (r, run.reset)
         };
@@ -1377,7 +1509,7 @@ impl Harness {
             let run = self.runs.get_mut(&id).expect("run");
             run.response = if reset { None } else { response };
             run.phase = Phase::Done;
-            run.paused_at = None;
+            run.flow.paused = None;
             run.finished_ns = Some(now);
         }
         let contexts = self.runs[&id].contexts.clone();
@@ -1442,8 +1574,29 @@ fn envoy_order(h: &Headers) -> Headers {
     out
 }
 
+/// What Envoy's async client hands the filter: the call goes through a
+/// router, so a timeout, reset or refusal arrives as the router's made-up
+/// reply (504/503 with headers), never as zero headers.
+fn call_answer(c: &HttpCall) -> Response {
+    let refused = router::failure_response(router::Outcome::Refused, false);
+    let Some(cluster) = c.answer.as_ref() else {
+        return refused;
+    };
+    let delay = cluster.answer_delay_ms();
+    if c.timeout_ms > 0 && delay > c.timeout_ms {
+        return router::timeout_response();
+    }
+    if cluster.refused {
+        return refused;
+    }
+    match cluster.response() {
+        Some(r) => r.header("x-envoy-upstream-service-time", "0"),
+        None => router::failure_response(router::Outcome::Reset, false),
+    }
+}
+
 fn call_due_ns(_: &World, c: &HttpCall) -> u64 {
-    let delay = c.answer.as_ref().map_or(0, |cl| cl.delay_ms);
+    let delay = c.answer.as_ref().map_or(0, Cluster::answer_delay_ms);
     let wait = if c.timeout_ms > 0 {
         delay.min(c.timeout_ms)
     } else {

@@ -9,6 +9,7 @@
 
 pub mod abi;
 pub mod envoy;
+pub(crate) mod flow;
 mod foreign;
 mod harness;
 pub mod model;

@@ -144,6 +144,8 @@ pub struct Request {
     pub headers: Headers,
     pub body: Option<Vec<u8>>,
     pub trailers: Option<Headers>,
+    /// Sizes of the chunks the body arrives in (empty: one chunk).
+    pub chunk_sizes: Vec<usize>,
 }
 
 impl Request {
@@ -162,6 +164,7 @@ impl Request {
             ]),
             body: None,
             trailers: None,
+            chunk_sizes: Vec::new(),
         }
     }
 
@@ -186,6 +189,19 @@ impl Request {
         self
     }
 
+    /// A body that arrives in these chunks, one body callback each (as
+    /// Envoy calls a filter once per read from the client).
+    pub fn body_chunks<C: AsRef<[u8]>>(mut self, chunks: impl IntoIterator<Item = C>) -> Self {
+        let mut body = Vec::new();
+        self.chunk_sizes.clear();
+        for c in chunks {
+            body.extend_from_slice(c.as_ref());
+            self.chunk_sizes.push(c.as_ref().len());
+        }
+        self.body = Some(body);
+        self
+    }
+
     pub fn trailers(mut self, trailers: Headers) -> Self {
         self.trailers = Some(trailers);
         self
@@ -200,6 +216,8 @@ pub struct Response {
     pub headers: Headers,
     pub body: Vec<u8>,
     pub trailers: Option<Headers>,
+    /// Sizes of the chunks an upstream sends the body in (empty: one chunk).
+    pub chunk_sizes: Vec<usize>,
 }
 
 impl Response {
@@ -209,6 +227,7 @@ impl Response {
             headers: Headers(vec![(":status".into(), status.to_string().into_bytes())]),
             body: Vec::new(),
             trailers: None,
+            chunk_sizes: Vec::new(),
         }
     }
 
@@ -239,9 +258,16 @@ pub struct Cluster {
     pub body: String,
     #[serde(default)]
     pub delay_ms: u64,
+    /// The body in chunks, sent apart (instead of `body`).
+    #[serde(default)]
+    pub chunks: Vec<String>,
     /// The connection is reset instead of answering.
     #[serde(default)]
     pub reset: bool,
+    /// Nothing listens: every connection is refused (a whole cluster only;
+    /// Envoy's router and HTTP calls then make up a 503).
+    #[serde(default)]
+    pub refused: bool,
     /// Answers for the first requests to this cluster, in order; later
     /// requests get the cluster's own answer (e.g. fail once, then succeed).
     #[serde(default)]
@@ -258,8 +284,10 @@ impl Default for Cluster {
             status: 200,
             headers: Vec::new(),
             body: String::new(),
+            chunks: Vec::new(),
             delay_ms: 0,
             reset: false,
+            refused: false,
             first: Vec::new(),
         }
     }
@@ -280,8 +308,31 @@ impl Cluster {
         }
     }
 
+    /// Nothing listens: connections are refused at once.
+    pub fn refused() -> Self {
+        Self {
+            refused: true,
+            ..Self::default()
+        }
+    }
+
+    /// How long the answer takes (a refusal is immediate).
+    pub fn answer_delay_ms(&self) -> u64 {
+        if self.refused {
+            0
+        } else {
+            self.delay_ms
+        }
+    }
+
     pub fn body(mut self, body: &str) -> Self {
         self.body = body.into();
+        self
+    }
+
+    /// The body in chunks the upstream sends apart.
+    pub fn chunks<S: Into<String>>(mut self, chunks: impl IntoIterator<Item = S>) -> Self {
+        self.chunks = chunks.into_iter().map(Into::into).collect();
         self
     }
 
@@ -301,17 +352,30 @@ impl Cluster {
         self
     }
 
-    /// The response this cluster gives (`None` for a reset).
+    /// The response this cluster gives (`None` for a reset or a refusal).
     pub fn response(&self) -> Option<Response> {
-        if self.reset {
+        if self.reset || self.refused {
             return None;
         }
         let mut r = Response::new(self.status);
         for (k, v) in &self.headers {
             r.headers.add(&k.to_ascii_lowercase(), v.as_bytes());
         }
-        // A real upstream frames its body.
-        if !r.headers.contains("content-length") && !r.headers.contains("transfer-encoding") {
+        // A real upstream frames its body: a length, or chunks.
+        if !self.chunks.is_empty() {
+            r.body = self.chunks.concat().into_bytes();
+            r.chunk_sizes = self.chunks.iter().map(String::len).collect();
+            if !r.headers.contains("transfer-encoding") {
+                r.headers.add("transfer-encoding", b"chunked");
+            }
+            return Some(r);
+        }
+        // 204 and 304 carry no body and so no length.
+        let bodiless = matches!(self.status, 100..=199 | 204 | 304);
+        if !bodiless
+            && !r.headers.contains("content-length")
+            && !r.headers.contains("transfer-encoding")
+        {
             r.headers
                 .add("content-length", self.body.len().to_string().as_bytes());
         }

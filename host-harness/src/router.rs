@@ -48,7 +48,10 @@ pub(crate) struct Policy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome<'a> {
     Answered(&'a Response),
+    /// Reset after the request went out.
     Reset,
+    /// The connection was refused: the request never went out.
+    Refused,
     PerTryTimeout,
 }
 
@@ -128,8 +131,8 @@ impl Policy {
     pub fn retries(&self, outcome: Outcome<'_>) -> bool {
         let timeout_or_reset = self.on("5xx") || self.on("gateway-error") || self.on("reset");
         match outcome {
-            Outcome::PerTryTimeout => timeout_or_reset,
-            Outcome::Reset => {
+            Outcome::PerTryTimeout | Outcome::Reset => timeout_or_reset,
+            Outcome::Refused => {
                 timeout_or_reset || self.on("connect-failure") || self.on("reset-before-request")
             }
             Outcome::Answered(r) => {
@@ -161,20 +164,36 @@ fn grpc_condition(status: u32) -> Option<&'static str> {
     })
 }
 
-/// The router's answer when the whole budget ran out.
-pub(crate) fn timeout_response() -> Response {
-    let mut r = Response::new(504);
-    r.headers.add("content-type", b"text/plain");
-    r.body = b"upstream request timeout".to_vec();
-    r
+/// A reply the router makes up, framed as Envoy frames its local replies.
+fn made_up(status: u16, body: &str) -> Response {
+    Response::new(status)
+        .header("content-length", body.len().to_string())
+        .header("content-type", "text/plain")
+        .body(body)
 }
 
-/// The router's answer when the upstream reset before answering.
-pub(crate) fn reset_response() -> Response {
-    let mut r = Response::new(503);
-    r.headers.add("content-type", b"text/plain");
-    r.body = b"upstream connect error or disconnect/reset before headers. reset reason: connection termination".to_vec();
-    r
+/// The router's answer when the budget ran out (also an HTTP call's timeout).
+pub(crate) fn timeout_response() -> Response {
+    made_up(504, "upstream request timeout")
+}
+
+/// The router's answer when the upstream reset before answering (`Reset`)
+/// or no connection could be made (`Refused`); Envoy words it differently
+/// once it has retried.
+pub(crate) fn failure_response(outcome: Outcome<'_>, retried: bool) -> Response {
+    let reason = match outcome {
+        Outcome::Refused => "remote connection failure",
+        _ => "connection termination",
+    };
+    let said = if retried {
+        "retried and the latest reset reason"
+    } else {
+        "reset reason"
+    };
+    made_up(
+        503,
+        &format!("upstream connect error or disconnect/reset before headers. {said}: {reason}"),
+    )
 }
 
 #[cfg(test)]
@@ -224,8 +243,12 @@ mod tests {
         assert!(p.retries(Outcome::Answered(&Response::new(503))));
         assert!(!p.retries(Outcome::Answered(&Response::new(500))));
         assert!(p.retries(Outcome::PerTryTimeout) && p.retries(Outcome::Reset));
+        // Only a connection that never carried the request is a connect failure.
         let (p, _) = policy(&[("x-envoy-retry-on", "connect-failure")]);
-        assert!(p.retries(Outcome::Reset) && !p.retries(Outcome::PerTryTimeout));
+        assert!(p.retries(Outcome::Refused));
+        assert!(!p.retries(Outcome::Reset) && !p.retries(Outcome::PerTryTimeout));
+        let (p, _) = policy(&[("x-envoy-retry-on", "reset")]);
+        assert!(p.retries(Outcome::Refused) && p.retries(Outcome::Reset));
         let (p, _) = policy(&[
             ("x-envoy-retry-on", "retriable-status-codes"),
             ("x-envoy-retriable-status-codes", "409"),

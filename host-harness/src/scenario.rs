@@ -68,6 +68,9 @@ pub struct RequestEntry {
     pub headers: Pairs,
     #[serde(default)]
     pub body: Option<String>,
+    /// The body in chunks the client sends apart (instead of `body`).
+    #[serde(default)]
+    pub body_chunks: Option<Vec<String>>,
     /// This request's upstream answer instead of `upstream`.
     #[serde(default)]
     pub upstream: Option<Cluster>,
@@ -114,6 +117,8 @@ pub struct Expect {
     /// A value of null means "absent".
     #[serde(default)]
     pub upstream_headers: BTreeMap<String, Option<String>>,
+    /// The body as the upstream received it (exact, or `{contains: …}`).
+    pub upstream_body: Option<BodyExpect>,
     pub upstream_cluster: Option<String>,
     /// Attempts the router made (1 + retries).
     pub upstream_attempts: Option<u32>,
@@ -136,6 +141,21 @@ pub enum BodyExpect {
     Contains { contains: String },
 }
 
+impl BodyExpect {
+    /// What is wrong with `got`, if anything.
+    fn mismatch(&self, what: &str, got: &str) -> Option<String> {
+        match self {
+            Self::Exact(want) if want != got => {
+                Some(format!("{what}: expected {want:?}, got {got:?}"))
+            }
+            Self::Contains { contains } if !got.contains(contains.as_str()) => Some(format!(
+                "{what}: expected to contain {contains:?}, got {got:?}"
+            )),
+            _ => None,
+        }
+    }
+}
+
 /// What was observed for one request, in the harness or in Envoy.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Observation {
@@ -144,6 +164,7 @@ pub struct Observation {
     pub upstream_reached: bool,
     pub upstream_cluster: Option<String>,
     pub upstream_headers: Vec<(String, String)>,
+    pub upstream_body: String,
     pub upstream_attempts: u32,
     pub response_headers: Vec<(String, String)>,
     pub body: String,
@@ -207,18 +228,12 @@ impl Observation {
                 ));
             }
         }
-        match &e.body {
-            Some(BodyExpect::Exact(want)) if *want != self.body => {
-                fails.push(format!("body: expected {want:?}, got {:?}", self.body))
-            }
-            Some(BodyExpect::Contains { contains }) if !self.body.contains(contains.as_str()) => {
-                fails.push(format!(
-                    "body: expected to contain {contains:?}, got {:?}",
-                    self.body
-                ))
-            }
-            _ => {}
-        }
+        fails.extend(
+            e.upstream_body
+                .as_ref()
+                .and_then(|b| b.mismatch("upstream_body", &self.upstream_body)),
+        );
+        fails.extend(e.body.as_ref().and_then(|b| b.mismatch("body", &self.body)));
         for want in &e.logs {
             if !self.logs.iter().any(|l| l.contains(want.as_str())) {
                 fails.push(format!(
@@ -247,6 +262,29 @@ impl Scenario {
         let mut s: Scenario =
             serde_yaml_ng::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         s.base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        for r in &s.requests {
+            if r.body.is_some() && r.body_chunks.is_some() {
+                return Err(format!(
+                    "{}: request {:?}: give `body` or `body_chunks`, not both",
+                    path.display(),
+                    r.name
+                ));
+            }
+        }
+        let upstreams = s
+            .requests
+            .iter()
+            .filter_map(|r| r.upstream.as_ref())
+            .chain(s.clusters.values())
+            .chain([&s.upstream]);
+        for c in upstreams.flat_map(|c| std::iter::once(c).chain(&c.first)) {
+            if !c.body.is_empty() && !c.chunks.is_empty() {
+                return Err(format!(
+                    "{}: an upstream answer gives both `body` and `chunks`",
+                    path.display()
+                ));
+            }
+        }
         Ok(s)
     }
 
@@ -309,10 +347,14 @@ impl Scenario {
             .filter(|(k, _)| !k.starts_with(':'))
             .cloned()
             .collect();
-        Request {
+        let request = Request {
             headers: Headers(pseudo.into_iter().chain(rest).collect()),
             body: entry.body.clone().map(String::into_bytes),
-            trailers: None,
+            ..Request::default()
+        };
+        match &entry.body_chunks {
+            Some(chunks) => request.body_chunks(chunks),
+            None => request,
         }
     }
 
@@ -377,6 +419,11 @@ impl Scenario {
                     .upstream
                     .as_ref()
                     .map(|u| text(&u.headers))
+                    .unwrap_or_default(),
+                upstream_body: ex
+                    .upstream
+                    .as_ref()
+                    .map(|u| String::from_utf8_lossy(&u.body).into_owned())
                     .unwrap_or_default(),
                 response_headers: ex
                     .response

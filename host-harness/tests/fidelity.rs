@@ -124,3 +124,18 @@ fn router_timeouts_and_retries_match_envoy() {
 fn timeouts_local_replies_match_envoy() {
     check("timeouts_local_replies.yaml");
 }
+
+#[test]
+fn http_call_answers_match_envoy() {
+    check("http_call_answers.yaml");
+}
+
+#[test]
+fn bodies_in_chunks_match_envoy() {
+    check("bodies_in_chunks.yaml");
+}
+
+#[test]
+fn sdk_body_in_chunks_matches_envoy() {
+    check("sdk_body_in_chunks.yaml");
+}
