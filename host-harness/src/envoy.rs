@@ -508,6 +508,24 @@ pub fn run(s: &Scenario) -> Result<Vec<Observation>, String> {
 
 /// Runs every request of `s` through the given Envoy binary, in order.
 pub fn run_with(s: &Scenario, envoy_bin: &std::path::Path) -> Result<Vec<Observation>, String> {
+    if let Some(r) = s.requests.iter().find(|r| r.connection.is_some()) {
+        return Err(format!(
+            "request {:?} sets `connection`, which only the harness can simulate (Envoy's is the real socket)",
+            r.name
+        ));
+    }
+    // One server per cluster is either there or not.
+    let overrides = s.requests.iter().filter_map(|r| r.upstream.as_ref());
+    let refused_answer = s
+        .clusters
+        .values()
+        .chain([&s.upstream])
+        .flat_map(|c| &c.first)
+        .chain(overrides)
+        .any(|c| c.refused || c.first.iter().any(|f| f.refused));
+    if refused_answer {
+        return Err("`refused` can be set for a whole cluster only (not in `first` or a request's `upstream`) to run in Envoy".into());
+    }
     let seen = Arc::new(Mutex::new(Vec::new()));
     let mut servers = BTreeMap::new();
     let mut ports = BTreeMap::new();

@@ -628,6 +628,8 @@ impl Harness {
                 request_headers: Some(headers),
                 request_trailers: request.trailers.clone(),
                 started_at_ns: now,
+                connection: request.connection.clone(),
+                connection_id: id,
                 ..StreamMaps::default()
             },
         );

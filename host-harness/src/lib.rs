@@ -23,6 +23,6 @@ pub mod world;
 pub use harness::{
     Exchange, FailurePolicy, FilterSpec, Harness, HarnessError, StreamId, UpstreamRequest,
 };
-pub use model::{Cluster, Headers, LogEntry, Request, Response};
+pub use model::{Cluster, Connection, Headers, LogEntry, Request, Response, Tls};
 pub use vm::AbiVersion;
 pub use world::{HttpCall, LogLevel, MetricKind};

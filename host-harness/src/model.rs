@@ -138,6 +138,61 @@ impl Headers {
     }
 }
 
+/// The downstream connection a request arrives on: what `source.*`,
+/// `destination.*` and `connection.*` properties report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Connection {
+    /// The client's `ip:port`.
+    pub source: String,
+    /// The listener's `ip:port`.
+    pub destination: String,
+    /// `None`: plaintext.
+    pub tls: Option<Tls>,
+}
+
+impl Default for Connection {
+    fn default() -> Self {
+        Self {
+            source: "127.0.0.1:54321".into(),
+            destination: "127.0.0.1:10000".into(),
+            tls: None,
+        }
+    }
+}
+
+/// A TLS connection, and the client certificate if one was presented
+/// (mutual TLS: `connection.mtls` is true when any `peer_*` is set).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    pub version: String,
+    /// SNI (`connection.requested_server_name`).
+    pub sni: String,
+    /// E.g. an Istio workload's `spiffe://cluster.local/ns/default/sa/productpage`.
+    pub peer_uri_san: Option<String>,
+    pub peer_dns_san: Option<String>,
+    pub peer_subject: Option<String>,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Self {
+            version: "TLSv1.3".into(),
+            sni: String::new(),
+            peer_uri_san: None,
+            peer_dns_san: None,
+            peer_subject: None,
+        }
+    }
+}
+
+impl Tls {
+    pub fn mtls(&self) -> bool {
+        self.peer_uri_san.is_some() || self.peer_dns_san.is_some() || self.peer_subject.is_some()
+    }
+}
+
 /// A client request.
 #[derive(Debug, Clone, Default)]
 pub struct Request {
@@ -146,6 +201,7 @@ pub struct Request {
     pub trailers: Option<Headers>,
     /// Sizes of the chunks the body arrives in (empty: one chunk).
     pub chunk_sizes: Vec<usize>,
+    pub connection: Connection,
 }
 
 impl Request {
@@ -165,7 +221,14 @@ impl Request {
             body: None,
             trailers: None,
             chunk_sizes: Vec::new(),
+            connection: Connection::default(),
         }
+    }
+
+    /// The connection the request arrives on (plaintext from 127.0.0.1 by default).
+    pub fn connection(mut self, connection: Connection) -> Self {
+        self.connection = connection;
+        self
     }
 
     /// Adds a header as a client would send it (`Host` becomes `:authority`).

@@ -2,6 +2,7 @@
 //! strings as bytes, integers as 8-byte little-endian, booleans as one byte.
 
 use crate::abi::{BAD_ARGUMENT, NOT_FOUND};
+use crate::model::{Connection, Tls};
 use crate::vm::Host;
 
 fn int(v: u64) -> Vec<u8> {
@@ -58,12 +59,37 @@ pub fn get(h: &Host, path: &[u8]) -> Option<Vec<u8>> {
             stream.and_then(|s| s.response_headers.as_ref()?.get(name).map(<[u8]>::to_vec))
         }
         ["response", "size"] => stream.map(|s| int(s.response_body.len() as u64)),
-        ["source", "address"] => stream.map(|_| b"127.0.0.1:54321".to_vec()),
-        ["source", "port"] => stream.map(|_| int(54321)),
-        ["destination", "address"] => stream.map(|_| b"127.0.0.1:10000".to_vec()),
-        ["destination", "port"] => stream.map(|_| int(10000)),
-        ["connection", "mtls"] => stream.map(|_| vec![0]),
-        ["connection", "id"] => stream.map(|_| int(1)),
+        ["source" | "destination", _] | ["connection", _] => {
+            connection(stream.map(|s| (&s.connection, s.connection_id))?, &segs)
+        }
+        _ => None,
+    }
+}
+
+/// `source.*`, `destination.*` and `connection.*`, as Envoy reports them
+/// (TLS fields are absent on a plaintext connection, SNI is then empty).
+fn connection(c: (&Connection, u64), segs: &[&str]) -> Option<Vec<u8>> {
+    let (c, id) = c;
+    let port = |address: &str| {
+        let port = address.rsplit_once(':')?.1.parse::<u64>().ok()?;
+        Some(int(port))
+    };
+    let tls = c.tls.as_ref();
+    let text = |v: Option<&String>| v.map(|v| v.clone().into_bytes());
+    match segs {
+        ["source", "address"] => Some(c.source.clone().into_bytes()),
+        ["source", "port"] => port(&c.source),
+        ["destination", "address"] => Some(c.destination.clone().into_bytes()),
+        ["destination", "port"] => port(&c.destination),
+        ["connection", "id"] => Some(int(id)),
+        ["connection", "mtls"] => Some(vec![u8::from(tls.is_some_and(Tls::mtls))]),
+        ["connection", "requested_server_name"] => {
+            Some(tls.map(|t| t.sni.clone()).unwrap_or_default().into_bytes())
+        }
+        ["connection", "tls_version"] => text(tls.map(|t| &t.version)),
+        ["connection", "uri_san_peer_certificate"] => text(tls?.peer_uri_san.as_ref()),
+        ["connection", "dns_san_peer_certificate"] => text(tls?.peer_dns_san.as_ref()),
+        ["connection", "subject_peer_certificate"] => text(tls?.peer_subject.as_ref()),
         _ => None,
     }
 }

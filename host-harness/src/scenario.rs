@@ -71,6 +71,9 @@ pub struct RequestEntry {
     /// The body in chunks the client sends apart (instead of `body`).
     #[serde(default)]
     pub body_chunks: Option<Vec<String>>,
+    /// The connection it arrives on (harness only: Envoy's is the real socket).
+    #[serde(default)]
+    pub connection: Option<crate::model::Connection>,
     /// This request's upstream answer instead of `upstream`.
     #[serde(default)]
     pub upstream: Option<Cluster>,
@@ -350,6 +353,7 @@ impl Scenario {
         let request = Request {
             headers: Headers(pseudo.into_iter().chain(rest).collect()),
             body: entry.body.clone().map(String::into_bytes),
+            connection: entry.connection.clone().unwrap_or_default(),
             ..Request::default()
         };
         match &entry.body_chunks {

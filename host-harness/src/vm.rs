@@ -38,8 +38,11 @@ pub(crate) struct StreamMaps {
     pub request_done: bool,
     /// Properties a filter set on this stream (Envoy filter state).
     pub properties: std::collections::BTreeMap<String, Vec<u8>>,
-    /// Where the client came from, for `source.*` properties.
     pub started_at_ns: u64,
+    /// Where the client came from, for `source.*` and `connection.*` properties.
+    pub connection: crate::model::Connection,
+    /// Envoy numbers connections; each harness request is one.
+    pub connection_id: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -87,6 +87,32 @@ fn an_unloadable_filter_or_scenario_exits_2_with_the_reason() {
     let out = harness(&["run", rejected.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("default_version"), "{}", text(&out));
+    // What only the harness can simulate is refused by --envoy, not run wrong.
+    for (file, scenario, reason) in [
+        (
+            "d.yaml",
+            "requests: [{name: x, connection: {source: \"10.0.0.1:1\"}}]\n",
+            "connection",
+        ),
+        (
+            "e.yaml",
+            "requests: [{name: x, upstream: {refused: true}}]\n",
+            "whole cluster",
+        ),
+    ] {
+        let path = write(dir.path(), file, scenario);
+        let out = harness(&["run", "--envoy", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(text(&out).contains(reason), "{}", text(&out));
+    }
+    let both = write(
+        dir.path(),
+        "f.yaml",
+        "requests: [{name: x, body: a, body_chunks: [b]}]\n",
+    );
+    let out = harness(&["run", both.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("body_chunks"), "{}", text(&out));
 }
 
 #[test]

@@ -45,9 +45,10 @@ pub enum Answer {
     Timeout,
 }
 
-/// Classifies the answer to a copy. Envoy reports a reset or timeout as no
-/// headers, and answers a refused connection itself with a 503 that lacks
-/// the router's `x-envoy-upstream-service-time`; neither is a difference.
+/// Classifies the answer to a copy. Envoy answers a timeout (504), a reset
+/// or a refused connection (503) itself, without the router's
+/// `x-envoy-upstream-service-time`, and reports a call that fails outright
+/// as no headers; none of these is a difference.
 pub fn classify_answer(headers: &[(String, Vec<u8>)], elapsed_ms: u64, timeout_ms: u64) -> Answer {
     let from_upstream = headers
         .iter()

@@ -1,0 +1,75 @@
+//! The Rust API for what a client's connection and body look like to a
+//! filter: mTLS peers for `connection.*` properties, bodies in chunks.
+//! (Their Envoy behaviour is pinned by `scenarios/bodies_in_chunks.yaml`
+//! and `scenarios/http_call_answers.yaml`.)
+
+mod common;
+use common::built;
+use switchyard_harness::{Cluster, Connection, Harness, Request, Tls};
+
+#[test]
+fn an_mtls_peer_is_what_connection_properties_report() {
+    let mut h = Harness::new();
+    h.filter(built("abi_probe"), "").unwrap();
+    let istio_peer = Connection {
+        source: "10.8.0.7:41234".into(),
+        destination: "10.8.0.2:8443".into(),
+        tls: Some(Tls {
+            sni: "shop.example.com".into(),
+            peer_uri_san: Some("spiffe://cluster.local/ns/shop/sa/productpage".into()),
+            ..Tls::default()
+        }),
+    };
+    let ex = h.send(
+        Request::get("/")
+            .header("x-probe-mode", "connection")
+            .connection(istio_peer),
+    );
+    assert_eq!(
+        ex.response_header("x-probe").as_deref(),
+        Some(
+            "source=0:10.8.0.7 destination=0:10.8.0.2 source_port=0:8bytes destination_port=0:8bytes \
+             connection_id=0:8bytes mtls=0:1bytes protocol=0:HTTP/1.1 tls_version=0:TLSv1.3 \
+             sni=0:shop.example.com peer_san=0:spiffe://cluster.local/ns/shop/sa/productpage"
+        )
+    );
+}
+
+#[test]
+fn each_chunk_is_a_body_callback_and_a_pausing_filter_sees_them_add_up() {
+    let mut h = Harness::new();
+    h.filter(built("abi_probe"), "").unwrap();
+    let ex = h.send(
+        Request::new("POST", "/upload")
+            .header("x-probe-body", "buffer")
+            .body_chunks(["ab", "cd", "ef"]),
+    );
+    let bodies: Vec<&str> = ex
+        .logs
+        .iter()
+        .map(|l| l.message.as_str())
+        .filter(|m| m.starts_with("request body"))
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            "request body 2 end_of_stream=false seen=ab",
+            "request body 4 end_of_stream=false seen=abcd",
+            "request body 6 end_of_stream=false seen=abcdef",
+            "request body 6 end_of_stream=true seen=abcdef",
+        ]
+    );
+    assert_eq!(ex.upstream.unwrap().body, b"abcdef");
+}
+
+#[test]
+fn a_body_rewritten_at_the_end_of_a_chunked_response_reaches_the_client_whole() {
+    let mut h = Harness::new();
+    h.filter(built("sdk_http_body"), "").unwrap();
+    h.upstream(Cluster::status(200).chunks(["top ", "sec", "ret"]));
+    let ex = h.send(Request::get("/"));
+    assert_eq!(
+        ex.response.unwrap().body_str(),
+        "Original message body (10 bytes) redacted.\n"
+    );
+}
