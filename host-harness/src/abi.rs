@@ -2,7 +2,7 @@
 //! statuses Envoy returns. Each records itself in the trace.
 
 use crate::model::{Headers, Response};
-use crate::vm::{mem, Ctx, Host};
+use crate::vm::{mem, Ctx, GrpcAnswer, Host};
 use crate::world::{HttpCall, LogLevel, MetricKind, TraceEntry};
 use wasmtime::Result;
 use wasmtime::{Caller, Linker};
@@ -11,6 +11,7 @@ pub const OK: i32 = 0;
 pub const NOT_FOUND: i32 = 1;
 pub const BAD_ARGUMENT: i32 = 2;
 pub const SERIALIZATION_FAILURE: i32 = 3;
+pub const PARSE_FAILURE: i32 = 4;
 pub const EMPTY: i32 = 7;
 pub const CAS_MISMATCH: i32 = 8;
 pub const INTERNAL_FAILURE: i32 = 10;
@@ -26,6 +27,7 @@ const MAP_CALL_RESPONSE_TRAILERS: i32 = 7;
 const BUFFER_REQUEST_BODY: i32 = 0;
 const BUFFER_RESPONSE_BODY: i32 = 1;
 const BUFFER_CALL_RESPONSE_BODY: i32 = 4;
+const BUFFER_GRPC_RECEIVE: i32 = 5;
 const BUFFER_VM_CONFIGURATION: i32 = 6;
 const BUFFER_PLUGIN_CONFIGURATION: i32 = 7;
 
@@ -143,6 +145,10 @@ pub(crate) fn register(linker: &mut Linker<Host>) -> Result<()> {
                         .as_ref()
                         .map(|r| r.body.clone())
                         .ok_or(NOT_FOUND),
+                    BUFFER_GRPC_RECEIVE => match &h.grpc_answer {
+                        Some(GrpcAnswer::Reply(m)) => Ok(m.clone()),
+                        _ => Err(NOT_FOUND),
+                    },
                     BUFFER_REQUEST_BODY | BUFFER_RESPONSE_BODY => h
                         .stream_of_context()
                         .and_then(|s| {
@@ -599,6 +605,7 @@ pub(crate) fn register(linker: &mut Linker<Host>) -> Result<()> {
                         timeout_ms: timeout as u32 as u64,
                         dispatched_at_ms: now,
                         answered: false,
+                        grpc: false,
                         answer,
                     });
                     token
@@ -608,31 +615,77 @@ pub(crate) fn register(linker: &mut Linker<Host>) -> Result<()> {
             done(&c, "proxy_http_call", r)
         },
     )?;
-    // gRPC needs gRPC clusters, which the harness does not simulate: calls are
-    // refused the way Envoy refuses an unknown gRPC service.
+    // A unary gRPC call: the service is a cluster name (Envoy also takes a
+    // serialized GrpcService, which the harness does not parse).
     linker.func_wrap(
         "env",
         "proxy_grpc_call",
-        |c: C<'_>,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32|
-         -> i32 { done(&c, "proxy_grpc_call", Err(BAD_ARGUMENT)) },
+        |mut c: C<'_>,
+         cptr: i32,
+         clen: i32,
+         sptr: i32,
+         slen: i32,
+         mptr: i32,
+         mlen: i32,
+         hptr: i32,
+         hlen: i32,
+         bptr: i32,
+         blen: i32,
+         timeout: i32,
+         token_out: i32|
+         -> i32 {
+            let r = (|| {
+                let cluster = mem::read_str(&mut c, cptr, clen)?;
+                let service = mem::read_str(&mut c, sptr, slen)?;
+                let method = mem::read_str(&mut c, mptr, mlen)?;
+                let metadata = Headers::deserialize(&mem::read(&mut c, hptr, hlen)?)
+                    .ok_or(SERIALIZATION_FAILURE)?;
+                let message = mem::read(&mut c, bptr, blen)?;
+                let mut headers = Headers(vec![
+                    (":method".into(), b"POST".to_vec()),
+                    (":path".into(), format!("/{service}/{method}").into_bytes()),
+                    (":authority".into(), cluster.clone().into_bytes()),
+                    ("content-type".into(), b"application/grpc".to_vec()),
+                    ("te".into(), b"trailers".to_vec()),
+                ]);
+                headers.0.extend(metadata.0);
+                let h = c.data();
+                let token = {
+                    let mut w = h.world.borrow_mut();
+                    // Envoy 1.40 answers an unknown cluster with ParseFailure.
+                    let Some(cl) = w.clusters.get(&cluster).cloned() else {
+                        return Err(PARSE_FAILURE);
+                    };
+                    let token = w.next_token;
+                    w.next_token += 1;
+                    let now = w.now_ms();
+                    let answer = Some(w.next_answer(&cluster, &cl));
+                    w.http_calls.push(HttpCall {
+                        token,
+                        vm: h.vm_index,
+                        root_context: h.context(),
+                        cluster,
+                        headers,
+                        body: message,
+                        timeout_ms: timeout as u32 as u64,
+                        dispatched_at_ms: now,
+                        answered: false,
+                        grpc: true,
+                        answer,
+                    });
+                    token
+                };
+                mem::write_u32(&mut c, token_out, token)
+            })();
+            done(&c, "proxy_grpc_call", r)
+        },
     )?;
+    // gRPC streams are not simulated: said plainly rather than faked.
     linker.func_wrap(
         "env",
         "proxy_grpc_stream",
         |c: C<'_>, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| -> i32 {
-            done(&c, "proxy_grpc_stream", Err(BAD_ARGUMENT))
+            done(&c, "proxy_grpc_stream", Err(UNIMPLEMENTED))
         },
     )?;
     linker.func_wrap(
@@ -642,18 +695,31 @@ pub(crate) fn register(linker: &mut Linker<Host>) -> Result<()> {
             done(&c, "proxy_grpc_send", Err(NOT_FOUND))
         },
     )?;
-    linker.func_wrap("env", "proxy_grpc_cancel", |c: C<'_>, _: i32| -> i32 {
-        done(&c, "proxy_grpc_cancel", Err(NOT_FOUND))
-    })?;
-    linker.func_wrap("env", "proxy_grpc_close", |c: C<'_>, _: i32| -> i32 {
-        done(&c, "proxy_grpc_close", Err(NOT_FOUND))
-    })?;
+    // Cancelling or closing an open call ends it without a callback.
+    for name in ["proxy_grpc_cancel", "proxy_grpc_close"] {
+        linker.func_wrap("env", name, move |c: C<'_>, token: i32| -> i32 {
+            let r = {
+                let mut w = c.data().world.borrow_mut();
+                let open = w
+                    .open_calls_mut()
+                    .find(|call| call.grpc && call.token == token as u32)
+                    .map(|call| call.answered = true);
+                w.settle_calls();
+                open.ok_or(NOT_FOUND)
+            };
+            done(&c, name, r)
+        })?;
+    }
     linker.func_wrap(
         "env",
         "proxy_get_status",
         |mut c: C<'_>, code_out: i32, ptr_out: i32, size_out: i32| -> Result<i32> {
-            let r = match mem::write_u32(&mut c, code_out, 0) {
-                Ok(()) => mem::give(&mut c, b"", ptr_out, size_out)?,
+            let (code, message) = match &c.data().grpc_answer {
+                Some(GrpcAnswer::Closed { status, message }) => (*status, message.clone()),
+                _ => (0, String::new()),
+            };
+            let r = match mem::write_u32(&mut c, code_out, code) {
+                Ok(()) => mem::give(&mut c, message.as_bytes(), ptr_out, size_out)?,
                 e => e,
             };
             Ok(done(&c, "proxy_get_status", r))

@@ -115,13 +115,22 @@ async fn serve_upstream(
             },
         };
         let (name, answer, seen) = (name.clone(), answer.clone(), seen.clone());
+        let grpc = answer.lock().expect("lock").0.grpc;
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 upstream_answer(req, name.clone(), answer.clone(), seen.clone())
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if grpc {
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(io, service)
+                        .await;
+            } else {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await;
+            }
         });
     }
 }
@@ -211,6 +220,9 @@ async fn upstream_answer(
     if c.reset {
         return Err(Reset);
     }
+    if c.grpc {
+        return Ok(grpc_answer(&c));
+    }
     let body = if c.chunks.is_empty() {
         http_body_util::Full::new(hyper::body::Bytes::from(c.body.into_bytes())).boxed()
     } else {
@@ -228,6 +240,34 @@ async fn upstream_answer(
         }
     }
     Ok(response)
+}
+
+/// A unary gRPC reply: the message framed (flag, length, bytes) when the
+/// status is OK, then trailers with the status.
+fn grpc_answer(c: &Cluster) -> hyper::Response<Body> {
+    use http_body_util::BodyExt;
+    let mut frames = Vec::new();
+    if c.grpc_status == 0 {
+        let mut framed = vec![0u8];
+        framed.extend_from_slice(&(c.body.len() as u32).to_be_bytes());
+        framed.extend_from_slice(c.body.as_bytes());
+        frames.push(hyper::body::Frame::data(hyper::body::Bytes::from(framed)));
+    }
+    let mut trailers = hyper::HeaderMap::new();
+    trailers.insert("grpc-status", c.grpc_status.into());
+    if let Ok(m) = hyper::header::HeaderValue::from_str(&c.grpc_message) {
+        if !c.grpc_message.is_empty() {
+            trailers.insert("grpc-message", m);
+        }
+    }
+    frames.push(hyper::body::Frame::trailers(trailers));
+    let stream = futures_util::stream::iter(frames.into_iter().map(Ok));
+    let mut response = hyper::Response::new(http_body_util::StreamBody::new(stream).boxed());
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/grpc"),
+    );
+    response
 }
 
 impl Drop for Upstream {
@@ -286,11 +326,20 @@ fn free_port() -> Result<u16, String> {
     l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
 }
 
-fn cluster_json(name: &str, port: u16) -> Value {
-    json!({
+fn cluster_json(name: &str, port: u16, grpc: bool) -> Value {
+    let mut cluster = json!({
         "name": name, "type": "STATIC", "connect_timeout": "1s",
         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}
-    })
+    });
+    if grpc {
+        cluster["typed_extension_protocol_options"] = json!({
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}
+            }
+        });
+    }
+    cluster
 }
 
 /// The bootstrap Envoy runs the scenario with.
@@ -339,7 +388,7 @@ fn bootstrap(s: &Scenario, listener: u16, admin: u16, ports: &BTreeMap<String, u
                     "stat_prefix": "harness",
                     "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]},
                     "http_filters": filters}}]}]}],
-            "clusters": ports.iter().map(|(n, p)| cluster_json(n, *p)).collect::<Vec<_>>()
+            "clusters": ports.iter().map(|(n, p)| cluster_json(n, *p, s.clusters.get(n).is_some_and(|c| c.grpc))).collect::<Vec<_>>()
         }
     })
 }

@@ -6,7 +6,8 @@ use crate::flow::{Flow, Stage};
 use crate::model::{Cluster, Headers, LogEntry, Request, Response};
 use crate::router;
 use crate::vm::{
-    check_module, engine, AbiVersion, CallResponse, Ctx, Host, PluginInfo, StreamMaps, Vm, VmSpec,
+    check_module, engine, AbiVersion, CallResponse, Ctx, GrpcAnswer, Host, PluginInfo, StreamMaps,
+    Vm, VmSpec,
 };
 use crate::world::{HttpCall, TraceEntry, World};
 use std::cell::RefCell;
@@ -776,15 +777,25 @@ impl Harness {
         }
         // HTTP calls.
         if !self.manual_calls {
-            let due: Vec<(u32, Option<Response>)> = {
+            let due: Vec<(u32, Result<Response, GrpcAnswer>)> = {
                 let w = self.world.borrow();
                 w.open_calls()
                     .filter(|c| call_due_ns(&w, c) <= now)
-                    .map(|c| (c.token, Some(call_answer(c))))
+                    .map(|c| {
+                        let answer = if c.grpc {
+                            Err(grpc_call_answer(c))
+                        } else {
+                            Ok(call_answer(c))
+                        };
+                        (c.token, answer)
+                    })
                     .collect()
             };
-            for (token, response) in due {
-                self.deliver_call(token, response);
+            for (token, answer) in due {
+                match answer {
+                    Ok(response) => self.deliver_call(token, Some(response)),
+                    Err(grpc) => self.deliver_grpc(token, grpc),
+                }
             }
         }
         // Ticks.
@@ -808,7 +819,7 @@ impl Harness {
     fn deliver_call(&mut self, token: u32, response: Option<Response>) {
         let call = {
             let mut w = self.world.borrow_mut();
-            let Some(c) = w.open_calls_mut().find(|c| c.token == token) else {
+            let Some(c) = w.open_calls_mut().find(|c| c.token == token && !c.grpc) else {
                 return;
             };
             c.answered = true;
@@ -846,6 +857,55 @@ impl Harness {
             Ok(())
         });
         f.vm.borrow_mut().store.data_mut().call_response = None;
+    }
+
+    /// A unary gRPC call ends: `proxy_on_grpc_receive` with the reply, or
+    /// `proxy_on_grpc_close` with the status (its detail via `proxy_get_status`).
+    fn deliver_grpc(&mut self, token: u32, answer: GrpcAnswer) {
+        let call = {
+            let mut w = self.world.borrow_mut();
+            let Some(c) = w.open_calls_mut().find(|c| c.token == token && c.grpc) else {
+                return;
+            };
+            c.answered = true;
+            let c = c.clone();
+            w.settle_calls();
+            c
+        };
+        let Some(f) = self.filters.get_mut(call.vm) else {
+            return;
+        };
+        let ex = f.vm.borrow_mut().exports.clone();
+        let ctx = call.root_context;
+        let (name, size_or_status) = match &answer {
+            GrpcAnswer::Reply(m) => ("on_grpc_receive", m.len() as i32),
+            GrpcAnswer::Closed { status, .. } => ("on_grpc_close", *status as i32),
+        };
+        f.vm.borrow_mut().store.data_mut().grpc_answer = Some(answer);
+        self.world.borrow_mut().trace_callback(call.vm, ctx, name);
+        let args = (ctx as i32, token as i32, size_or_status);
+        let _ = f.vm.borrow_mut().call(ctx, self.fuel, |s| {
+            let cb = if name == "on_grpc_receive" {
+                &ex.on_grpc_receive
+            } else {
+                &ex.on_grpc_close
+            };
+            if let Some(cb) = cb {
+                cb.call(&mut *s, args)?;
+            }
+            Ok(())
+        });
+        f.vm.borrow_mut().store.data_mut().grpc_answer = None;
+    }
+
+    /// Ends a unary gRPC call now (for `manual_http_calls`): a reply, or a status.
+    pub fn answer_grpc_call(&mut self, token: u32, answer: Result<Vec<u8>, (u32, String)>) {
+        let answer = match answer {
+            Ok(m) => GrpcAnswer::Reply(m),
+            Err((status, message)) => GrpcAnswer::Closed { status, message },
+        };
+        self.deliver_grpc(token, answer);
+        self.after_callback();
     }
 
     fn deliver_queue_notifications(&mut self) {
@@ -1595,6 +1655,37 @@ fn call_answer(c: &HttpCall) -> Response {
         Some(r) => r.header("x-envoy-upstream-service-time", "0"),
         None => router::failure_response(router::Outcome::Reset, false),
     }
+}
+
+/// How Envoy 1.40 ends a unary gRPC call: the reply, the service's status
+/// (its message tagged `{via_upstream}`), or UNAVAILABLE for a timeout,
+/// reset or refusal, with the router's words and details.
+fn grpc_call_answer(c: &HttpCall) -> GrpcAnswer {
+    const UNAVAILABLE: u32 = 14;
+    const REFUSED: &str = "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure{upstream_reset_before_response_started{remote_connection_failure|delayed_connect_error:_Connection_refused}}";
+    let closed = |status: u32, message: &str| GrpcAnswer::Closed {
+        status,
+        message: message.to_owned(),
+    };
+    let Some(cluster) = c.answer.as_ref() else {
+        return closed(UNAVAILABLE, REFUSED);
+    };
+    if c.timeout_ms > 0 && cluster.answer_delay_ms() > c.timeout_ms {
+        return closed(UNAVAILABLE, "upstream request timeout{response_timeout}");
+    }
+    if cluster.refused {
+        return closed(UNAVAILABLE, REFUSED);
+    }
+    if cluster.reset {
+        return closed(UNAVAILABLE, "upstream connect error or disconnect/reset before headers. reset reason: remote reset{upstream_reset_before_response_started{remote_reset}}");
+    }
+    if cluster.grpc_status != 0 {
+        return closed(
+            cluster.grpc_status,
+            &format!("{}{{via_upstream}}", cluster.grpc_message),
+        );
+    }
+    GrpcAnswer::Reply(cluster.body.as_bytes().to_vec())
 }
 
 fn call_due_ns(_: &World, c: &HttpCall) -> u64 {

@@ -331,6 +331,14 @@ pub struct Cluster {
     /// Envoy's router and HTTP calls then make up a 503).
     #[serde(default)]
     pub refused: bool,
+    /// A gRPC service (HTTP/2): `body` is the reply message of a unary call,
+    /// `grpc_status`/`grpc_message` its status (0: OK).
+    #[serde(default)]
+    pub grpc: bool,
+    #[serde(default)]
+    pub grpc_status: u32,
+    #[serde(default)]
+    pub grpc_message: String,
     /// Answers for the first requests to this cluster, in order; later
     /// requests get the cluster's own answer (e.g. fail once, then succeed).
     #[serde(default)]
@@ -351,6 +359,9 @@ impl Default for Cluster {
             delay_ms: 0,
             reset: false,
             refused: false,
+            grpc: false,
+            grpc_status: 0,
+            grpc_message: String::new(),
             first: Vec::new(),
         }
     }

@@ -66,6 +66,8 @@ pub struct HttpCall {
     pub timeout_ms: u64,
     pub dispatched_at_ms: u64,
     pub answered: bool,
+    /// A unary gRPC call (`:path` is `/service/method`, the body its message).
+    pub grpc: bool,
     /// How the cluster answers this call (picked at dispatch, for `Cluster::first`).
     #[serde(skip)]
     pub(crate) answer: Option<Cluster>,

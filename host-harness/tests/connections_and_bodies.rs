@@ -73,3 +73,35 @@ fn a_body_rewritten_at_the_end_of_a_chunked_response_reaches_the_client_whole() 
         "Original message body (10 bytes) redacted.\n"
     );
 }
+
+#[test]
+fn a_grpc_call_carries_its_method_and_metadata_and_can_be_answered_by_the_test() {
+    let mut h = Harness::new();
+    h.filter(built("abi_probe"), "").unwrap();
+    h.cluster("authz", Cluster::default())
+        .manual_http_calls(true);
+    let id = h.start(
+        Request::get("/")
+            .header("x-probe-mode", "grpc")
+            .header("x-probe-cluster", "authz"),
+    );
+    let calls = h.pending_calls();
+    assert_eq!(calls.len(), 1);
+    let call = &calls[0];
+    assert!(call.grpc);
+    assert_eq!(
+        call.headers.get_str(":path").as_deref(),
+        Some("/probe.Echo/Say")
+    );
+    assert_eq!(call.headers.get_str("x-probe-meta").as_deref(), Some("1"));
+    assert_eq!(call.body, b"ping");
+    assert!(!h.is_done(id), "the request waits for the call");
+
+    h.answer_grpc_call(call.token, Err((16, "who are you".into())));
+    let ex = h.exchange(id).unwrap();
+    assert_eq!(
+        ex.response_header("x-probe").as_deref(),
+        Some("grpc_status=16 grpc_code=16")
+    );
+    assert!(ex.logged("grpc status message: who are you"));
+}

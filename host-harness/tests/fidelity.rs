@@ -139,3 +139,8 @@ fn bodies_in_chunks_match_envoy() {
 fn sdk_body_in_chunks_matches_envoy() {
     check("sdk_body_in_chunks.yaml");
 }
+
+#[test]
+fn grpc_calls_match_envoy() {
+    check("grpc_calls.yaml");
+}
