@@ -1,9 +1,10 @@
 //! The Proxy-Wasm ABI 0.2.0/0.2.1 host functions (module `env`), with the
 //! statuses Envoy returns. Each records itself in the trace.
 
+use crate::grpc::GrpcEvent;
 use crate::model::{Headers, Response};
-use crate::vm::{mem, Ctx, GrpcAnswer, Host};
-use crate::world::{HttpCall, LogLevel, MetricKind, TraceEntry};
+use crate::vm::{mem, Ctx, Host};
+use crate::world::{CallKind, HttpCall, LogLevel, MetricKind, TraceEntry};
 use wasmtime::Result;
 use wasmtime::{Caller, Linker};
 
@@ -21,6 +22,8 @@ const MAP_REQUEST_HEADERS: i32 = 0;
 const MAP_REQUEST_TRAILERS: i32 = 1;
 const MAP_RESPONSE_HEADERS: i32 = 2;
 const MAP_RESPONSE_TRAILERS: i32 = 3;
+const MAP_GRPC_INITIAL_METADATA: i32 = 4;
+const MAP_GRPC_TRAILING_METADATA: i32 = 5;
 const MAP_CALL_RESPONSE_HEADERS: i32 = 6;
 const MAP_CALL_RESPONSE_TRAILERS: i32 = 7;
 
@@ -64,6 +67,15 @@ fn with_map<R>(h: &Host, map: i32, f: impl FnOnce(&mut Headers) -> R) -> Result<
             (Some(c), MAP_CALL_RESPONSE_HEADERS) => c.headers.clone(),
             (Some(c), _) => c.trailers.clone(),
             (None, _) => return Err(BAD_ARGUMENT),
+        };
+        return Ok(f(&mut copy));
+    }
+    if map == MAP_GRPC_INITIAL_METADATA || map == MAP_GRPC_TRAILING_METADATA {
+        // Only while the matching gRPC callback runs.
+        let mut copy = match (&h.grpc_event, map) {
+            (Some(GrpcEvent::InitialMetadata(m)), MAP_GRPC_INITIAL_METADATA)
+            | (Some(GrpcEvent::TrailingMetadata(m)), MAP_GRPC_TRAILING_METADATA) => m.clone(),
+            _ => return Err(BAD_ARGUMENT),
         };
         return Ok(f(&mut copy));
     }
@@ -145,8 +157,8 @@ pub(crate) fn register(linker: &mut Linker<Host>) -> Result<()> {
                         .as_ref()
                         .map(|r| r.body.clone())
                         .ok_or(NOT_FOUND),
-                    BUFFER_GRPC_RECEIVE => match &h.grpc_answer {
-                        Some(GrpcAnswer::Reply(m)) => Ok(m.clone()),
+                    BUFFER_GRPC_RECEIVE => match &h.grpc_event {
+                        Some(GrpcEvent::Message(m)) => Ok(m.clone()),
                         _ => Err(NOT_FOUND),
                     },
                     BUFFER_REQUEST_BODY | BUFFER_RESPONSE_BODY => h
@@ -605,7 +617,8 @@ pub(crate) fn register(linker: &mut Linker<Host>) -> Result<()> {
                         timeout_ms: timeout as u32 as u64,
                         dispatched_at_ms: now,
                         answered: false,
-                        grpc: false,
+                        kind: CallKind::Http,
+                        client_done_at_ms: Some(now),
                         answer,
                     });
                     token
@@ -638,84 +651,118 @@ pub(crate) fn register(linker: &mut Linker<Host>) -> Result<()> {
                 let cluster = mem::read_str(&mut c, cptr, clen)?;
                 let service = mem::read_str(&mut c, sptr, slen)?;
                 let method = mem::read_str(&mut c, mptr, mlen)?;
-                let metadata = Headers::deserialize(&mem::read(&mut c, hptr, hlen)?)
-                    .ok_or(SERIALIZATION_FAILURE)?;
+                let metadata = mem::read(&mut c, hptr, hlen)?;
                 let message = mem::read(&mut c, bptr, blen)?;
-                let mut headers = Headers(vec![
-                    (":method".into(), b"POST".to_vec()),
-                    (":path".into(), format!("/{service}/{method}").into_bytes()),
-                    (":authority".into(), cluster.clone().into_bytes()),
-                    ("content-type".into(), b"application/grpc".to_vec()),
-                    ("te".into(), b"trailers".to_vec()),
-                ]);
-                headers.0.extend(metadata.0);
-                let h = c.data();
-                let token = {
-                    let mut w = h.world.borrow_mut();
-                    // Envoy 1.40 answers an unknown cluster with ParseFailure.
-                    let Some(cl) = w.clusters.get(&cluster).cloned() else {
-                        return Err(PARSE_FAILURE);
-                    };
-                    let token = w.next_token;
-                    w.next_token += 1;
-                    let now = w.now_ms();
-                    let answer = Some(w.next_answer(&cluster, &cl));
-                    w.http_calls.push(HttpCall {
-                        token,
-                        vm: h.vm_index,
-                        root_context: h.context(),
-                        cluster,
-                        headers,
-                        body: message,
-                        timeout_ms: timeout as u32 as u64,
-                        dispatched_at_ms: now,
-                        answered: false,
-                        grpc: true,
-                        answer,
-                    });
-                    token
+                let start = GrpcStart {
+                    kind: CallKind::GrpcCall,
+                    cluster,
+                    path: format!("/{service}/{method}"),
+                    metadata,
+                    message,
+                    timeout_ms: timeout as u32 as u64,
                 };
+                let token = start_grpc(c.data(), start)?;
                 mem::write_u32(&mut c, token_out, token)
             })();
             done(&c, "proxy_grpc_call", r)
         },
     )?;
-    // gRPC streams are not simulated: said plainly rather than faked.
     linker.func_wrap(
         "env",
         "proxy_grpc_stream",
-        |c: C<'_>, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| -> i32 {
-            done(&c, "proxy_grpc_stream", Err(UNIMPLEMENTED))
+        |mut c: C<'_>,
+         cptr: i32,
+         clen: i32,
+         sptr: i32,
+         slen: i32,
+         mptr: i32,
+         mlen: i32,
+         hptr: i32,
+         hlen: i32,
+         token_out: i32|
+         -> i32 {
+            let r = (|| {
+                let cluster = mem::read_str(&mut c, cptr, clen)?;
+                let service = mem::read_str(&mut c, sptr, slen)?;
+                let method = mem::read_str(&mut c, mptr, mlen)?;
+                let metadata = mem::read(&mut c, hptr, hlen)?;
+                let start = GrpcStart {
+                    kind: CallKind::GrpcStream,
+                    cluster,
+                    path: format!("/{service}/{method}"),
+                    metadata,
+                    message: Vec::new(),
+                    timeout_ms: 0,
+                };
+                let token = start_grpc(c.data(), start)?;
+                mem::write_u32(&mut c, token_out, token)
+            })();
+            done(&c, "proxy_grpc_stream", r)
         },
     )?;
     linker.func_wrap(
         "env",
         "proxy_grpc_send",
-        |c: C<'_>, _: i32, _: i32, _: i32, _: i32| -> i32 {
-            done(&c, "proxy_grpc_send", Err(NOT_FOUND))
+        |mut c: C<'_>, token: i32, ptr: i32, len: i32, end_stream: i32| -> i32 {
+            let r = (|| {
+                let message = mem::read(&mut c, ptr, len)?;
+                let mut w = c.data().world.borrow_mut();
+                let now = w.now_ms();
+                let call = w
+                    .open_calls_mut()
+                    .find(|call| call.kind == CallKind::GrpcStream && call.token == token as u32)
+                    .ok_or(NOT_FOUND)?;
+                if call.client_done_at_ms.is_some() {
+                    return Err(BAD_ARGUMENT);
+                }
+                call.body.extend_from_slice(&message);
+                if end_stream != 0 {
+                    call.client_done_at_ms = Some(now);
+                }
+                Ok(())
+            })();
+            done(&c, "proxy_grpc_send", r)
         },
     )?;
-    // Cancelling or closing an open call ends it without a callback.
-    for name in ["proxy_grpc_cancel", "proxy_grpc_close"] {
-        linker.func_wrap("env", name, move |c: C<'_>, token: i32| -> i32 {
-            let r = {
-                let mut w = c.data().world.borrow_mut();
-                let open = w
-                    .open_calls_mut()
-                    .find(|call| call.grpc && call.token == token as u32)
-                    .map(|call| call.answered = true);
-                w.settle_calls();
-                open.ok_or(NOT_FOUND)
-            };
-            done(&c, name, r)
-        })?;
-    }
+    // Envoy 1.40: cancel ends a call or stream without a callback (NotFound
+    // for an unknown token); close ends a call, half-closes a stream
+    // (BadArgument for an unknown token).
+    linker.func_wrap("env", "proxy_grpc_cancel", |c: C<'_>, token: i32| -> i32 {
+        let r = {
+            let mut w = c.data().world.borrow_mut();
+            let open = w
+                .open_calls_mut()
+                .find(|call| call.kind != CallKind::Http && call.token == token as u32)
+                .map(|call| call.answered = true);
+            w.settle_calls();
+            open.ok_or(NOT_FOUND)
+        };
+        done(&c, "proxy_grpc_cancel", r)
+    })?;
+    linker.func_wrap("env", "proxy_grpc_close", |c: C<'_>, token: i32| -> i32 {
+        let r = {
+            let mut w = c.data().world.borrow_mut();
+            let now = w.now_ms();
+            let open = w
+                .open_calls_mut()
+                .find(|call| call.kind != CallKind::Http && call.token == token as u32)
+                .map(|call| match call.kind {
+                    CallKind::GrpcStream => {
+                        call.client_done_at_ms.get_or_insert(now);
+                    }
+                    _ => call.answered = true,
+                });
+            w.settle_calls();
+            open.ok_or(BAD_ARGUMENT)
+        };
+        done(&c, "proxy_grpc_close", r)
+    })?;
     linker.func_wrap(
         "env",
         "proxy_get_status",
         |mut c: C<'_>, code_out: i32, ptr_out: i32, size_out: i32| -> Result<i32> {
-            let (code, message) = match &c.data().grpc_answer {
-                Some(GrpcAnswer::Closed { status, message }) => (*status, message.clone()),
+            let (code, message) = match &c.data().grpc_event {
+                Some(GrpcEvent::Close { status, detail }) => (*status, detail.clone()),
                 _ => (0, String::new()),
             };
             let r = match mem::write_u32(&mut c, code_out, code) {
@@ -840,6 +887,60 @@ pub(crate) fn register(linker: &mut Linker<Host>) -> Result<()> {
     )?;
     crate::wasi::register(linker)?;
     Ok(())
+}
+
+/// A gRPC call or stream as a filter opens it.
+struct GrpcStart {
+    kind: CallKind,
+    cluster: String,
+    path: String,
+    /// Serialized header map.
+    metadata: Vec<u8>,
+    message: Vec<u8>,
+    timeout_ms: u64,
+}
+
+/// Records a gRPC call or stream to a known cluster; its token.
+fn start_grpc(h: &Host, start: GrpcStart) -> Result<u32, i32> {
+    let metadata = Headers::deserialize(&start.metadata).ok_or(SERIALIZATION_FAILURE)?;
+    let mut headers = Headers(vec![
+        (":method".into(), b"POST".to_vec()),
+        (":path".into(), start.path.into_bytes()),
+        (":authority".into(), start.cluster.clone().into_bytes()),
+        ("content-type".into(), b"application/grpc".to_vec()),
+        ("te".into(), b"trailers".to_vec()),
+    ]);
+    headers.0.extend(metadata.0);
+    let mut w = h.world.borrow_mut();
+    // Envoy 1.40 answers an unknown cluster with ParseFailure.
+    let Some(cluster) = w.clusters.get(&start.cluster).cloned() else {
+        return Err(PARSE_FAILURE);
+    };
+    let unary = start.kind == CallKind::GrpcCall;
+    let next = if unary {
+        &mut w.next_grpc_call
+    } else {
+        &mut w.next_grpc_stream
+    };
+    let token = *next;
+    *next += 2;
+    let now = w.now_ms();
+    let answer = Some(w.next_answer(&start.cluster, &cluster));
+    w.http_calls.push(HttpCall {
+        token,
+        vm: h.vm_index,
+        root_context: h.context(),
+        cluster: start.cluster,
+        headers,
+        body: start.message,
+        timeout_ms: start.timeout_ms,
+        dispatched_at_ms: now,
+        answered: false,
+        kind: start.kind,
+        client_done_at_ms: unary.then_some(now),
+        answer,
+    });
+    Ok(token)
 }
 
 fn is_grpc_content_type(v: &[u8]) -> bool {

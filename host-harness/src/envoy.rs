@@ -242,15 +242,24 @@ async fn upstream_answer(
     Ok(response)
 }
 
-/// A unary gRPC reply: the message framed (flag, length, bytes) when the
-/// status is OK, then trailers with the status.
+/// A gRPC reply, after the caller's last message: the cluster's `headers`
+/// as initial metadata, its messages framed (flag, length, bytes) — `body`
+/// for a unary call, `chunks` for a stream; `body` only when the status is
+/// OK — then trailers with the status.
 fn grpc_answer(c: &Cluster) -> hyper::Response<Body> {
     use http_body_util::BodyExt;
     let mut frames = Vec::new();
-    if c.grpc_status == 0 {
+    let messages: Vec<&String> = if c.chunks.is_empty() {
+        std::iter::once(&c.body)
+            .filter(|_| c.grpc_status == 0)
+            .collect()
+    } else {
+        c.chunks.iter().collect()
+    };
+    for m in messages {
         let mut framed = vec![0u8];
-        framed.extend_from_slice(&(c.body.len() as u32).to_be_bytes());
-        framed.extend_from_slice(c.body.as_bytes());
+        framed.extend_from_slice(&(m.len() as u32).to_be_bytes());
+        framed.extend_from_slice(m.as_bytes());
         frames.push(hyper::body::Frame::data(hyper::body::Bytes::from(framed)));
     }
     let mut trailers = hyper::HeaderMap::new();
@@ -267,6 +276,14 @@ fn grpc_answer(c: &Cluster) -> hyper::Response<Body> {
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/grpc"),
     );
+    for (k, v) in &c.headers {
+        if let (Ok(k), Ok(v)) = (
+            hyper::header::HeaderName::from_bytes(k.as_bytes()),
+            hyper::header::HeaderValue::from_str(v),
+        ) {
+            response.headers_mut().append(k, v);
+        }
+    }
     response
 }
 

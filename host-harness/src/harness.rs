@@ -3,13 +3,13 @@
 
 use crate::abi;
 use crate::flow::{Flow, Stage};
+use crate::grpc::{self, GrpcEvent};
 use crate::model::{Cluster, Headers, LogEntry, Request, Response};
 use crate::router;
 use crate::vm::{
-    check_module, engine, AbiVersion, CallResponse, Ctx, GrpcAnswer, Host, PluginInfo, StreamMaps,
-    Vm, VmSpec,
+    check_module, engine, AbiVersion, CallResponse, Ctx, Host, PluginInfo, StreamMaps, Vm, VmSpec,
 };
-use crate::world::{HttpCall, TraceEntry, World};
+use crate::world::{CallKind, HttpCall, TraceEntry, World};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -757,7 +757,9 @@ impl Harness {
         if !self.manual_calls {
             let w = self.world.borrow();
             for c in w.open_calls() {
-                consider(call_due_ns(&w, c));
+                if let Some(t) = call_due_ns(&w, c) {
+                    consider(t);
+                }
             }
         }
         next
@@ -777,15 +779,14 @@ impl Harness {
         }
         // HTTP calls.
         if !self.manual_calls {
-            let due: Vec<(u32, Result<Response, GrpcAnswer>)> = {
+            let due: Vec<(u32, Result<Response, Vec<GrpcEvent>>)> = {
                 let w = self.world.borrow();
                 w.open_calls()
-                    .filter(|c| call_due_ns(&w, c) <= now)
+                    .filter(|c| call_due_ns(&w, c).is_some_and(|t| t <= now))
                     .map(|c| {
-                        let answer = if c.grpc {
-                            Err(grpc_call_answer(c))
-                        } else {
-                            Ok(call_answer(c))
+                        let answer = match c.kind {
+                            CallKind::Http => Ok(call_answer(c)),
+                            _ => Err(grpc::exchange(c)),
                         };
                         (c.token, answer)
                     })
@@ -794,7 +795,7 @@ impl Harness {
             for (token, answer) in due {
                 match answer {
                     Ok(response) => self.deliver_call(token, Some(response)),
-                    Err(grpc) => self.deliver_grpc(token, grpc),
+                    Err(events) => self.deliver_grpc(token, events),
                 }
             }
         }
@@ -819,7 +820,10 @@ impl Harness {
     fn deliver_call(&mut self, token: u32, response: Option<Response>) {
         let call = {
             let mut w = self.world.borrow_mut();
-            let Some(c) = w.open_calls_mut().find(|c| c.token == token && !c.grpc) else {
+            let Some(c) = w
+                .open_calls_mut()
+                .find(|c| c.token == token && c.kind == CallKind::Http)
+            else {
                 return;
             };
             c.answered = true;
@@ -859,12 +863,15 @@ impl Harness {
         f.vm.borrow_mut().store.data_mut().call_response = None;
     }
 
-    /// A unary gRPC call ends: `proxy_on_grpc_receive` with the reply, or
-    /// `proxy_on_grpc_close` with the status (its detail via `proxy_get_status`).
-    fn deliver_grpc(&mut self, token: u32, answer: GrpcAnswer) {
+    /// A gRPC call or stream ends: its callbacks in order, each with what
+    /// it may read (message, metadata, `proxy_get_status`).
+    fn deliver_grpc(&mut self, token: u32, events: Vec<GrpcEvent>) {
         let call = {
             let mut w = self.world.borrow_mut();
-            let Some(c) = w.open_calls_mut().find(|c| c.token == token && c.grpc) else {
+            let Some(c) = w
+                .open_calls_mut()
+                .find(|c| c.token == token && c.kind != CallKind::Http)
+            else {
                 return;
             };
             c.answered = true;
@@ -877,34 +884,49 @@ impl Harness {
         };
         let ex = f.vm.borrow_mut().exports.clone();
         let ctx = call.root_context;
-        let (name, size_or_status) = match &answer {
-            GrpcAnswer::Reply(m) => ("on_grpc_receive", m.len() as i32),
-            GrpcAnswer::Closed { status, .. } => ("on_grpc_close", *status as i32),
-        };
-        f.vm.borrow_mut().store.data_mut().grpc_answer = Some(answer);
-        self.world.borrow_mut().trace_callback(call.vm, ctx, name);
-        let args = (ctx as i32, token as i32, size_or_status);
-        let _ = f.vm.borrow_mut().call(ctx, self.fuel, |s| {
-            let cb = if name == "on_grpc_receive" {
-                &ex.on_grpc_receive
-            } else {
-                &ex.on_grpc_close
+        for event in events {
+            let (name, n, cb) = match &event {
+                GrpcEvent::InitialMetadata(m) => (
+                    "on_grpc_receive_initial_metadata",
+                    m.len() as i32,
+                    &ex.on_grpc_receive_initial_metadata,
+                ),
+                GrpcEvent::Message(m) => ("on_grpc_receive", m.len() as i32, &ex.on_grpc_receive),
+                GrpcEvent::TrailingMetadata(m) => (
+                    "on_grpc_receive_trailing_metadata",
+                    m.len() as i32,
+                    &ex.on_grpc_receive_trailing_metadata,
+                ),
+                GrpcEvent::Close { status, .. } => {
+                    ("on_grpc_close", *status as i32, &ex.on_grpc_close)
+                }
             };
-            if let Some(cb) = cb {
-                cb.call(&mut *s, args)?;
-            }
-            Ok(())
-        });
-        f.vm.borrow_mut().store.data_mut().grpc_answer = None;
+            f.vm.borrow_mut().store.data_mut().grpc_event = Some(event);
+            self.world.borrow_mut().trace_callback(call.vm, ctx, name);
+            let _ = f.vm.borrow_mut().call(ctx, self.fuel, |s| {
+                if let Some(cb) = cb {
+                    cb.call(&mut *s, (ctx as i32, token as i32, n))?;
+                }
+                Ok(())
+            });
+            f.vm.borrow_mut().store.data_mut().grpc_event = None;
+        }
     }
 
-    /// Ends a unary gRPC call now (for `manual_http_calls`): a reply, or a status.
+    /// Ends a unary gRPC call now (for `manual_http_calls`): a reply, or a
+    /// status and its detail.
     pub fn answer_grpc_call(&mut self, token: u32, answer: Result<Vec<u8>, (u32, String)>) {
-        let answer = match answer {
-            Ok(m) => GrpcAnswer::Reply(m),
-            Err((status, message)) => GrpcAnswer::Closed { status, message },
+        let event = match answer {
+            Ok(m) => GrpcEvent::Message(m),
+            Err((status, detail)) => GrpcEvent::Close { status, detail },
         };
-        self.deliver_grpc(token, answer);
+        self.deliver_grpc(token, vec![event]);
+        self.after_callback();
+    }
+
+    /// Ends a gRPC stream now (for `manual_http_calls`) with these callbacks.
+    pub fn answer_grpc_stream(&mut self, token: u32, events: Vec<GrpcEvent>) {
+        self.deliver_grpc(token, events);
         self.after_callback();
     }
 
@@ -1657,45 +1679,23 @@ fn call_answer(c: &HttpCall) -> Response {
     }
 }
 
-/// How Envoy 1.40 ends a unary gRPC call: the reply, the service's status
-/// (its message tagged `{via_upstream}`), or UNAVAILABLE for a timeout,
-/// reset or refusal, with the router's words and details.
-fn grpc_call_answer(c: &HttpCall) -> GrpcAnswer {
-    const UNAVAILABLE: u32 = 14;
-    const REFUSED: &str = "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure{upstream_reset_before_response_started{remote_connection_failure|delayed_connect_error:_Connection_refused}}";
-    let closed = |status: u32, message: &str| GrpcAnswer::Closed {
-        status,
-        message: message.to_owned(),
+/// When a call's answer is due: its delay (cut by its timeout) after the
+/// caller finished sending; a refusal at once; a gRPC stream still being
+/// sent on, never yet.
+fn call_due_ns(_: &World, c: &HttpCall) -> Option<u64> {
+    let refused = c.answer.as_ref().is_none_or(|a| a.refused);
+    let from = if refused {
+        c.dispatched_at_ms
+    } else {
+        c.client_done_at_ms?
     };
-    let Some(cluster) = c.answer.as_ref() else {
-        return closed(UNAVAILABLE, REFUSED);
-    };
-    if c.timeout_ms > 0 && cluster.answer_delay_ms() > c.timeout_ms {
-        return closed(UNAVAILABLE, "upstream request timeout{response_timeout}");
-    }
-    if cluster.refused {
-        return closed(UNAVAILABLE, REFUSED);
-    }
-    if cluster.reset {
-        return closed(UNAVAILABLE, "upstream connect error or disconnect/reset before headers. reset reason: remote reset{upstream_reset_before_response_started{remote_reset}}");
-    }
-    if cluster.grpc_status != 0 {
-        return closed(
-            cluster.grpc_status,
-            &format!("{}{{via_upstream}}", cluster.grpc_message),
-        );
-    }
-    GrpcAnswer::Reply(cluster.body.as_bytes().to_vec())
-}
-
-fn call_due_ns(_: &World, c: &HttpCall) -> u64 {
     let delay = c.answer.as_ref().map_or(0, Cluster::answer_delay_ms);
     let wait = if c.timeout_ms > 0 {
         delay.min(c.timeout_ms)
     } else {
         delay
     };
-    crate::world::EPOCH_START_NS + (c.dispatched_at_ms + wait) * 1_000_000
+    Some(crate::world::EPOCH_START_NS + (from + wait) * 1_000_000)
 }
 
 fn uuid(r: &[u8; 16]) -> String {

@@ -11,6 +11,7 @@ pub mod abi;
 pub mod envoy;
 pub(crate) mod flow;
 mod foreign;
+pub mod grpc;
 mod harness;
 pub mod model;
 mod properties;
@@ -25,4 +26,4 @@ pub use harness::{
 };
 pub use model::{Cluster, Connection, Headers, LogEntry, Request, Response, Tls};
 pub use vm::AbiVersion;
-pub use world::{HttpCall, LogLevel, MetricKind};
+pub use world::{CallKind, HttpCall, LogLevel, MetricKind};

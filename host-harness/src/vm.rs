@@ -59,13 +59,6 @@ pub(crate) struct CallResponse {
     pub trailers: Headers,
 }
 
-/// How a unary gRPC call ended: a reply message, or a status and its detail.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GrpcAnswer {
-    Reply(Vec<u8>),
-    Closed { status: u32, message: String },
-}
-
 /// One plugin (root context) of a VM; several plugins may share a VM.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PluginInfo {
@@ -99,9 +92,9 @@ pub(crate) struct Host {
     /// Calls to set the tick period: each re-arms the timer, as in Envoy.
     pub tick_sets: u64,
     pub call_response: Option<CallResponse>,
-    /// A gRPC call's outcome while its callback runs (`proxy_get_status`,
-    /// the gRPC receive buffer).
-    pub grpc_answer: Option<GrpcAnswer>,
+    /// The gRPC callback running, and what it may read (`proxy_get_status`,
+    /// the receive buffer, metadata).
+    pub grpc_event: Option<crate::grpc::GrpcEvent>,
     /// The last critical log line (the SDK's panic hook writes the panic message there).
     pub last_critical: Option<String>,
     pub exit_code: Option<i32>,
@@ -143,8 +136,12 @@ pub(crate) struct Exports {
     pub on_response_body: Option<TypedFunc<(i32, i32, i32), i32>>,
     pub on_response_trailers: Option<TypedFunc<(i32, i32), i32>>,
     pub on_http_call_response: Option<CallResponseFn>,
+    /// `proxy_on_grpc_receive_initial_metadata(context, token, entries)`.
+    pub on_grpc_receive_initial_metadata: Option<TypedFunc<(i32, i32, i32), ()>>,
     /// `proxy_on_grpc_receive(context, token, message size)`.
     pub on_grpc_receive: Option<TypedFunc<(i32, i32, i32), ()>>,
+    /// `proxy_on_grpc_receive_trailing_metadata(context, token, entries)`.
+    pub on_grpc_receive_trailing_metadata: Option<TypedFunc<(i32, i32, i32), ()>>,
     /// `proxy_on_grpc_close(context, token, status)`.
     pub on_grpc_close: Option<TypedFunc<(i32, i32, i32), ()>>,
     pub on_log: Option<TypedFunc<i32, ()>>,
@@ -260,7 +257,7 @@ impl Vm {
             tick_period_ms: 0,
             tick_sets: 0,
             call_response: None,
-            grpc_answer: None,
+            grpc_event: None,
             last_critical: None,
             exit_code: None,
             plugins: HashMap::new(),
@@ -297,7 +294,17 @@ impl Vm {
             on_response_body: typed(&instance, s, "proxy_on_response_body")?,
             on_response_trailers: typed(&instance, s, "proxy_on_response_trailers")?,
             on_http_call_response: typed(&instance, s, "proxy_on_http_call_response")?,
+            on_grpc_receive_initial_metadata: typed(
+                &instance,
+                s,
+                "proxy_on_grpc_receive_initial_metadata",
+            )?,
             on_grpc_receive: typed(&instance, s, "proxy_on_grpc_receive")?,
+            on_grpc_receive_trailing_metadata: typed(
+                &instance,
+                s,
+                "proxy_on_grpc_receive_trailing_metadata",
+            )?,
             on_grpc_close: typed(&instance, s, "proxy_on_grpc_close")?,
             on_log: typed(&instance, s, "proxy_on_log")?,
             on_done: typed(&instance, s, "proxy_on_done")?,

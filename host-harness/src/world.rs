@@ -49,7 +49,18 @@ pub struct Metric {
     pub samples: Vec<u64>,
 }
 
-/// An HTTP call a filter dispatched.
+/// What a filter dispatched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallKind {
+    Http,
+    /// A unary gRPC call: `:path` is `/service/method`, the body its message.
+    GrpcCall,
+    /// A gRPC stream: the body is every message sent, one after another.
+    GrpcStream,
+}
+
+/// An HTTP call (or gRPC call or stream) a filter dispatched.
 #[derive(Debug, Clone, Serialize)]
 pub struct HttpCall {
     pub token: u32,
@@ -66,8 +77,9 @@ pub struct HttpCall {
     pub timeout_ms: u64,
     pub dispatched_at_ms: u64,
     pub answered: bool,
-    /// A unary gRPC call (`:path` is `/service/method`, the body its message).
-    pub grpc: bool,
+    pub kind: CallKind,
+    /// When the caller finished sending (a gRPC stream is answered only then).
+    pub client_done_at_ms: Option<u64>,
     /// How the cluster answers this call (picked at dispatch, for `Cluster::first`).
     #[serde(skip)]
     pub(crate) answer: Option<Cluster>,
@@ -113,6 +125,9 @@ pub struct World {
     /// Every call before this index is answered (so long runs stay fast).
     pub(crate) first_open_call: usize,
     pub(crate) next_token: u32,
+    /// Envoy numbers gRPC calls odd and gRPC streams even.
+    pub(crate) next_grpc_call: u32,
+    pub(crate) next_grpc_stream: u32,
     pub trace: Vec<TraceEntry>,
     pub trace_enabled: bool,
     /// Times a filter asked to re-pick the route (`clear_route_cache`).
@@ -134,6 +149,8 @@ impl World {
         Self {
             now_ns: EPOCH_START_NS,
             next_token: 1,
+            next_grpc_call: 1,
+            next_grpc_stream: 2,
             random_state: 0x853C_49E6_748F_EA9B,
             trace_enabled: true,
             ..Self::default()

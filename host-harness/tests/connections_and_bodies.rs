@@ -88,7 +88,7 @@ fn a_grpc_call_carries_its_method_and_metadata_and_can_be_answered_by_the_test()
     let calls = h.pending_calls();
     assert_eq!(calls.len(), 1);
     let call = &calls[0];
-    assert!(call.grpc);
+    assert_eq!(call.kind, switchyard_harness::CallKind::GrpcCall);
     assert_eq!(
         call.headers.get_str(":path").as_deref(),
         Some("/probe.Echo/Say")
@@ -104,4 +104,44 @@ fn a_grpc_call_carries_its_method_and_metadata_and_can_be_answered_by_the_test()
         Some("grpc_status=16 grpc_code=16")
     );
     assert!(ex.logged("grpc status message: who are you"));
+}
+
+#[test]
+fn a_grpc_stream_is_answered_once_the_filter_ends_its_side() {
+    use switchyard_harness::grpc::GrpcEvent;
+    use switchyard_harness::Headers;
+    let mut h = Harness::new();
+    h.filter(built("abi_probe"), "").unwrap();
+    h.cluster("chat", Cluster::default())
+        .manual_http_calls(true);
+    let id = h.start(
+        Request::get("/")
+            .header("x-probe-mode", "grpc-stream")
+            .header("x-probe-cluster", "chat"),
+    );
+    let call = h.pending_calls().remove(0);
+    assert_eq!(call.kind, switchyard_harness::CallKind::GrpcStream);
+    assert_eq!(call.token % 2, 0, "Envoy numbers streams even");
+    assert_eq!(call.body, b"onetwo", "both messages sent");
+    assert!(call.client_done_at_ms.is_some(), "the probe ended its side");
+
+    h.answer_grpc_stream(
+        call.token,
+        vec![
+            GrpcEvent::InitialMetadata(Headers::from_pairs([(":status", "200")])),
+            GrpcEvent::Message(b"hi".to_vec()),
+            GrpcEvent::Close {
+                status: 0,
+                detail: String::new(),
+            },
+        ],
+    );
+    let ex = h.exchange(id).unwrap();
+    assert!(ex.completed);
+    assert!(ex.logged("stream initial metadata: :status"));
+    assert!(ex.logged("stream message: hi"));
+    assert_eq!(
+        ex.response_header("x-probe").as_deref(),
+        Some("stream_token_even=true stream_status=0 stream_code=0")
+    );
 }
