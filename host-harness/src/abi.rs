@@ -583,7 +583,7 @@ pub(crate) fn register(linker: &mut Linker<Host>) -> Result<()> {
          -> i32 {
             let r = (|| {
                 let cluster = mem::read_str(&mut c, uptr, ulen)?;
-                let headers = Headers::deserialize(&mem::read(&mut c, hptr, hlen)?)
+                let mut headers = Headers::deserialize(&mem::read(&mut c, hptr, hlen)?)
                     .ok_or(SERIALIZATION_FAILURE)?;
                 let body = mem::read(&mut c, bptr, blen)?;
                 let _trailers = mem::read(&mut c, tptr, tlen)?;
@@ -593,6 +593,8 @@ pub(crate) fn register(linker: &mut Linker<Host>) -> Result<()> {
                         return Err(BAD_ARGUMENT);
                     }
                 }
+                // What Envoy's async client adds on the way to the cluster.
+                envoy_call_headers(&mut headers, timeout as u32);
                 let h = c.data();
                 let token = {
                     let mut w = h.world.borrow_mut();
@@ -889,6 +891,18 @@ pub(crate) fn register(linker: &mut Linker<Host>) -> Result<()> {
     Ok(())
 }
 
+/// Envoy's async client marks a filter's call internal and tells the
+/// cluster its budget.
+fn envoy_call_headers(headers: &mut Headers, timeout_ms: u32) {
+    headers.replace("x-envoy-internal", b"true");
+    if timeout_ms > 0 {
+        headers.replace(
+            "x-envoy-expected-rq-timeout-ms",
+            timeout_ms.to_string().as_bytes(),
+        );
+    }
+}
+
 /// A gRPC call or stream as a filter opens it.
 struct GrpcStart {
     kind: CallKind,
@@ -903,14 +917,19 @@ struct GrpcStart {
 /// Records a gRPC call or stream to a known cluster; its token.
 fn start_grpc(h: &Host, start: GrpcStart) -> Result<u32, i32> {
     let metadata = Headers::deserialize(&start.metadata).ok_or(SERIALIZATION_FAILURE)?;
+    // As the cluster receives it from Envoy's gRPC client.
     let mut headers = Headers(vec![
         (":method".into(), b"POST".to_vec()),
         (":path".into(), start.path.into_bytes()),
         (":authority".into(), start.cluster.clone().into_bytes()),
-        ("content-type".into(), b"application/grpc".to_vec()),
         ("te".into(), b"trailers".to_vec()),
     ]);
+    if start.timeout_ms > 0 {
+        headers.add("grpc-timeout", format!("{}m", start.timeout_ms).as_bytes());
+    }
+    headers.add("content-type", b"application/grpc");
     headers.0.extend(metadata.0);
+    envoy_call_headers(&mut headers, start.timeout_ms as u32);
     let mut w = h.world.borrow_mut();
     // Envoy 1.40 answers an unknown cluster with ParseFailure.
     let Some(cluster) = w.clusters.get(&start.cluster).cloned() else {

@@ -187,6 +187,10 @@ async fn upstream_answer(
                 .to_owned(),
         ),
     ];
+    // HTTP/2 carries the authority in the URI, HTTP/1 in `Host`.
+    if let Some(a) = parts.uri.authority() {
+        headers.push((":authority".to_owned(), a.as_str().to_owned()));
+    }
     for (k, v) in &parts.headers {
         let k = k.as_str().to_ascii_lowercase();
         headers.push((
@@ -735,12 +739,19 @@ pub fn run_with(s: &Scenario, envoy_bin: &std::path::Path) -> Result<Vec<Observa
                 .count() as u32;
             (first, attempts)
         };
+        // Everything else the clusters received: the filters' calls.
+        let calls = seen.lock().expect("lock")[seen_mark..]
+            .iter()
+            .filter(|r| !r.headers.iter().any(|(k, _)| k == "x-request-id"))
+            .map(|r| (r.cluster.clone(), r.headers.clone()))
+            .collect();
         let logs = wasm_logs(&envoy.log.lock().expect("lock")[log_mark..]);
         out.push(Observation {
             name: entry.name.clone(),
             status,
             upstream_reached: upstream.is_some(),
             upstream_cluster: upstream.as_ref().map(|u| u.cluster.clone()),
+            calls,
             upstream_body: upstream
                 .as_ref()
                 .map(|u| u.body.clone())
@@ -818,6 +829,18 @@ pub fn differences(harness: &[Observation], envoy: &[Observation]) -> Vec<String
             "upstream_body",
             format!("{:?}", h.upstream_body),
             format!("{:?}", e.upstream_body),
+        );
+        // The filters' calls as their clusters received them, in any order.
+        let calls = |c: &[(String, Vec<(String, String)>)]| {
+            let mut v: Vec<(String, Vec<(String, String)>)> =
+                c.iter().map(|(n, h)| (n.clone(), keep(h))).collect();
+            v.sort();
+            v
+        };
+        d(
+            "calls",
+            format!("{:?}", calls(&h.calls)),
+            format!("{:?}", calls(&e.calls)),
         );
         // A client sees `:status` as the status line, compared above.
         let no_pseudo = |x: &[(String, String)]| -> Vec<(String, String)> {

@@ -169,6 +169,9 @@ pub struct Observation {
     pub upstream_headers: Vec<(String, String)>,
     pub upstream_body: String,
     pub upstream_attempts: u32,
+    /// The filters' HTTP and gRPC calls as their clusters received them
+    /// (cluster, headers); refused ones never arrive.
+    pub calls: Vec<(String, Vec<(String, String)>)>,
     pub response_headers: Vec<(String, String)>,
     pub body: String,
     pub logs: Vec<String>,
@@ -424,6 +427,12 @@ impl Scenario {
                     .as_ref()
                     .map(|u| text(&u.headers))
                     .unwrap_or_default(),
+                calls: ex
+                    .http_calls
+                    .iter()
+                    .filter(|c| c.answer.as_ref().is_some_and(|a| !a.refused))
+                    .map(|c| (c.cluster.clone(), text(&c.headers)))
+                    .collect(),
                 upstream_body: ex
                     .upstream
                     .as_ref()

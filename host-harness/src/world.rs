@@ -70,6 +70,9 @@ pub struct HttpCall {
     #[serde(skip)]
     pub root_context: u32,
     pub cluster: String,
+    /// As the cluster receives them: the filter's, plus what Envoy's async
+    /// client adds (`x-envoy-internal`, `x-envoy-expected-rq-timeout-ms`;
+    /// for gRPC `te`, `grpc-timeout`, `content-type`).
     #[serde(serialize_with = "crate::world::headers_as_text")]
     pub headers: crate::model::Headers,
     #[serde(serialize_with = "crate::world::bytes_as_text")]
