@@ -650,19 +650,10 @@ pub(crate) fn register(linker: &mut Linker<Host>) -> Result<()> {
          token_out: i32|
          -> i32 {
             let r = (|| {
-                let cluster = mem::read_str(&mut c, cptr, clen)?;
-                let service = mem::read_str(&mut c, sptr, slen)?;
-                let method = mem::read_str(&mut c, mptr, mlen)?;
-                let metadata = mem::read(&mut c, hptr, hlen)?;
-                let message = mem::read(&mut c, bptr, blen)?;
-                let start = GrpcStart {
-                    kind: CallKind::GrpcCall,
-                    cluster,
-                    path: format!("/{service}/{method}"),
-                    metadata,
-                    message,
-                    timeout_ms: timeout as u32 as u64,
-                };
+                let where_to = [cptr, clen, sptr, slen, mptr, mlen, hptr, hlen];
+                let mut start = GrpcStart::read(&mut c, CallKind::GrpcCall, where_to)?;
+                start.message = mem::read(&mut c, bptr, blen)?;
+                start.timeout_ms = timeout as u32 as u64;
                 let token = start_grpc(c.data(), start)?;
                 mem::write_u32(&mut c, token_out, token)
             })();
@@ -684,18 +675,8 @@ pub(crate) fn register(linker: &mut Linker<Host>) -> Result<()> {
          token_out: i32|
          -> i32 {
             let r = (|| {
-                let cluster = mem::read_str(&mut c, cptr, clen)?;
-                let service = mem::read_str(&mut c, sptr, slen)?;
-                let method = mem::read_str(&mut c, mptr, mlen)?;
-                let metadata = mem::read(&mut c, hptr, hlen)?;
-                let start = GrpcStart {
-                    kind: CallKind::GrpcStream,
-                    cluster,
-                    path: format!("/{service}/{method}"),
-                    metadata,
-                    message: Vec::new(),
-                    timeout_ms: 0,
-                };
+                let where_to = [cptr, clen, sptr, slen, mptr, mlen, hptr, hlen];
+                let start = GrpcStart::read(&mut c, CallKind::GrpcStream, where_to)?;
                 let token = start_grpc(c.data(), start)?;
                 mem::write_u32(&mut c, token_out, token)
             })();
@@ -912,6 +893,23 @@ struct GrpcStart {
     metadata: Vec<u8>,
     message: Vec<u8>,
     timeout_ms: u64,
+}
+
+impl GrpcStart {
+    /// Reads cluster, service, method and metadata (pointer, size each).
+    fn read(c: &mut C<'_>, kind: CallKind, at: [i32; 8]) -> Result<Self, i32> {
+        let cluster = mem::read_str(c, at[0], at[1])?;
+        let service = mem::read_str(c, at[2], at[3])?;
+        let method = mem::read_str(c, at[4], at[5])?;
+        Ok(Self {
+            kind,
+            cluster,
+            path: format!("/{service}/{method}"),
+            metadata: mem::read(c, at[6], at[7])?,
+            message: Vec::new(),
+            timeout_ms: 0,
+        })
+    }
 }
 
 /// Records a gRPC call or stream to a known cluster; its token.

@@ -817,19 +817,21 @@ impl Harness {
         self.after_callback();
     }
 
+    /// Marks an open call of this kind answered and hands it over.
+    fn take_call(&self, token: u32, grpc: bool) -> Option<HttpCall> {
+        let mut w = self.world.borrow_mut();
+        let c = w
+            .open_calls_mut()
+            .find(|c| c.token == token && (c.kind != CallKind::Http) == grpc)?;
+        c.answered = true;
+        let c = c.clone();
+        w.settle_calls();
+        Some(c)
+    }
+
     fn deliver_call(&mut self, token: u32, response: Option<Response>) {
-        let call = {
-            let mut w = self.world.borrow_mut();
-            let Some(c) = w
-                .open_calls_mut()
-                .find(|c| c.token == token && c.kind == CallKind::Http)
-            else {
-                return;
-            };
-            c.answered = true;
-            let c = c.clone();
-            w.settle_calls();
-            c
+        let Some(call) = self.take_call(token, false) else {
+            return;
         };
         let Some(f) = self.filters.get_mut(call.vm) else {
             return;
@@ -866,18 +868,8 @@ impl Harness {
     /// A gRPC call or stream ends: its callbacks in order, each with what
     /// it may read (message, metadata, `proxy_get_status`).
     fn deliver_grpc(&mut self, token: u32, events: Vec<GrpcEvent>) {
-        let call = {
-            let mut w = self.world.borrow_mut();
-            let Some(c) = w
-                .open_calls_mut()
-                .find(|c| c.token == token && c.kind != CallKind::Http)
-            else {
-                return;
-            };
-            c.answered = true;
-            let c = c.clone();
-            w.settle_calls();
-            c
+        let Some(call) = self.take_call(token, true) else {
+            return;
         };
         let Some(f) = self.filters.get_mut(call.vm) else {
             return;
