@@ -712,7 +712,8 @@ impl Harness {
         self.world.borrow().open_calls().cloned().collect()
     }
 
-    /// Answers an HTTP call now (`None`: the call fails, as on a reset).
+    /// Answers an HTTP call now (`None`: it fails outright, zero headers;
+    /// Envoy answers timeouts, resets and refusals itself, see `call_answer`).
     pub fn answer_call(&mut self, token: u32, response: Option<Response>) {
         self.deliver_call(token, response);
         self.after_callback();
@@ -848,7 +849,7 @@ impl Harness {
                     trailers: r.trailers.unwrap_or_default(),
                 },
             ),
-            // Envoy reports a failed call (reset, timeout) as zero headers.
+            // A call that fails outright reaches the filter as zero headers.
             None => (0, 0, 0, CallResponse::default()),
         };
         f.vm.borrow_mut().store.data_mut().call_response = Some(cr);

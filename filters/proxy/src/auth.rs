@@ -277,7 +277,8 @@ impl Shared {
                         headers: host::header_pairs(Headers::HttpCallResponse).unwrap_or_default(),
                         body: host::http_call_response_body(body_size.min(64 * 1024)),
                     },
-                    // No headers: a reset or timeout.
+                    // No headers: the call failed outright (Envoy answers a
+                    // timeout or reset itself, with a 504/503 handled above).
                     None => ExtAuthAnswer::Failed,
                 };
                 if pending.borrow().finished {
