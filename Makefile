@@ -70,10 +70,12 @@ lint:
 
 ## test: lint, unit tests, and end-to-end tests in real Envoy; then the single-filter
 ## tests (harness and Envoy) again, each filter replaced by switchyard.wasm with its section
+## (--workspace both times: the same feature set, so the second run rebuilds nothing; with -p
+## and a subset of packages, features resolved differently and wasmtime was compiled again)
 POLICY_TESTS := --test auth --test shadow --test timeouts --test version_router
 test: setup build lint
 	$(CARGO) test --workspace
-	SWITCHYARD_CHAIN=1 $(CARGO) test -p switchyard-harness -p switchyard-tests $(POLICY_TESTS)
+	SWITCHYARD_CHAIN=1 $(CARGO) test --workspace $(POLICY_TESTS)
 
 ## demo: Envoy with the router before v1 and v2; sample requests; stops everything
 demo: setup build
