@@ -235,15 +235,20 @@ async fn upstream_answer(
     let mut response = hyper::Response::new(body);
     *response.status_mut() =
         hyper::StatusCode::from_u16(c.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
-    for (k, v) in &c.headers {
+    append_headers(response.headers_mut(), &c.headers);
+    Ok(response)
+}
+
+/// Adds a cluster's configured headers (those hyper cannot carry are skipped).
+fn append_headers(to: &mut hyper::HeaderMap, headers: &[(String, String)]) {
+    for (k, v) in headers {
         if let (Ok(k), Ok(v)) = (
             hyper::header::HeaderName::from_bytes(k.as_bytes()),
             hyper::header::HeaderValue::from_str(v),
         ) {
-            response.headers_mut().append(k, v);
+            to.append(k, v);
         }
     }
-    Ok(response)
 }
 
 /// A gRPC reply, after the caller's last message: the cluster's `headers`
@@ -280,14 +285,7 @@ fn grpc_answer(c: &Cluster) -> hyper::Response<Body> {
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/grpc"),
     );
-    for (k, v) in &c.headers {
-        if let (Ok(k), Ok(v)) = (
-            hyper::header::HeaderName::from_bytes(k.as_bytes()),
-            hyper::header::HeaderValue::from_str(v),
-        ) {
-            response.headers_mut().append(k, v);
-        }
-    }
+    append_headers(response.headers_mut(), &c.headers);
     response
 }
 

@@ -3,7 +3,7 @@
 //! Pinned against Envoy by `scenarios/grpc_calls.yaml`.
 
 use crate::model::{Cluster, Headers};
-use crate::world::{CallKind, HttpCall};
+use crate::world::{CallEnding, CallKind, HttpCall};
 
 /// One callback of a gRPC exchange and what it may read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,19 +59,12 @@ pub fn exchange(call: &HttpCall) -> Vec<GrpcEvent> {
             close,
         ]
     };
-    let Some(cluster) = call.answer.as_ref() else {
-        return failure(REFUSED, REFUSED_DETAILS);
-    };
-    if call.timeout_ms > 0 && cluster.answer_delay_ms() > call.timeout_ms {
-        return failure("upstream request timeout", "{response_timeout}");
+    match call.ending() {
+        CallEnding::Refused => failure(REFUSED, REFUSED_DETAILS),
+        CallEnding::TimedOut => failure("upstream request timeout", "{response_timeout}"),
+        CallEnding::Reset => failure(RESET, RESET_DETAILS),
+        CallEnding::Answered(cluster) => answered(cluster, stream),
     }
-    if cluster.refused {
-        return failure(REFUSED, REFUSED_DETAILS);
-    }
-    if cluster.reset {
-        return failure(RESET, RESET_DETAILS);
-    }
-    answered(cluster, stream)
 }
 
 /// The service answered: its messages and status.

@@ -9,7 +9,7 @@ use crate::router;
 use crate::vm::{
     check_module, engine, AbiVersion, CallResponse, Ctx, Host, PluginInfo, StreamMaps, Vm, VmSpec,
 };
-use crate::world::{CallKind, HttpCall, TraceEntry, World};
+use crate::world::{CallEnding, CallKind, HttpCall, TraceEntry, World};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -1655,20 +1655,15 @@ fn envoy_order(h: &Headers) -> Headers {
 /// router, so a timeout, reset or refusal arrives as the router's made-up
 /// reply (504/503 with headers), never as zero headers.
 fn call_answer(c: &HttpCall) -> Response {
-    let refused = router::failure_response(router::Outcome::Refused, false);
-    let Some(cluster) = c.answer.as_ref() else {
-        return refused;
-    };
-    let delay = cluster.answer_delay_ms();
-    if c.timeout_ms > 0 && delay > c.timeout_ms {
-        return router::timeout_response();
-    }
-    if cluster.refused {
-        return refused;
-    }
-    match cluster.response() {
-        Some(r) => r.header("x-envoy-upstream-service-time", "0"),
-        None => router::failure_response(router::Outcome::Reset, false),
+    let failure = |o| router::failure_response(o, false);
+    match c.ending() {
+        CallEnding::Refused => failure(router::Outcome::Refused),
+        CallEnding::TimedOut => router::timeout_response(),
+        CallEnding::Reset => failure(router::Outcome::Reset),
+        CallEnding::Answered(cluster) => match cluster.response() {
+            Some(r) => r.header("x-envoy-upstream-service-time", "0"),
+            None => failure(router::Outcome::Reset),
+        },
     }
 }
 

@@ -88,6 +88,32 @@ pub struct HttpCall {
     pub(crate) answer: Option<Cluster>,
 }
 
+/// How a call ends for the filter, as Envoy's router sees it.
+pub(crate) enum CallEnding<'a> {
+    Refused,
+    TimedOut,
+    Reset,
+    Answered(&'a Cluster),
+}
+
+impl HttpCall {
+    /// Its timeout cuts a slower answer; a refusal comes at once.
+    pub(crate) fn ending(&self) -> CallEnding<'_> {
+        let Some(cluster) = self.answer.as_ref() else {
+            return CallEnding::Refused;
+        };
+        if self.timeout_ms > 0 && cluster.answer_delay_ms() > self.timeout_ms {
+            CallEnding::TimedOut
+        } else if cluster.refused {
+            CallEnding::Refused
+        } else if cluster.reset {
+            CallEnding::Reset
+        } else {
+            CallEnding::Answered(cluster)
+        }
+    }
+}
+
 /// The `status` of trace entries that are callbacks into the filter, not host calls.
 pub const CALLBACK: u32 = u32::MAX;
 
