@@ -35,6 +35,7 @@ struct Seen {
     cluster: String,
     headers: Vec<(String, String)>,
     body: String,
+    trailers: Vec<(String, String)>,
 }
 
 /// One real upstream per cluster: answers as configured (each request takes
@@ -153,10 +154,10 @@ const CHUNK_GAP: Duration = Duration::from_millis(100);
 
 type Body = http_body_util::combinators::BoxBody<hyper::body::Bytes, std::convert::Infallible>;
 
-/// A body sent in chunks, `CHUNK_GAP` apart.
-fn chunked_body(chunks: Vec<String>) -> Body {
+/// A body sent in chunks, `CHUNK_GAP` apart, then any trailers.
+fn chunked_body(chunks: Vec<String>, trailers: Option<hyper::HeaderMap>) -> Body {
     use http_body_util::BodyExt;
-    let frames =
+    let data =
         futures_util::stream::unfold((chunks.into_iter(), true), |(mut it, first)| async move {
             let chunk = it.next()?;
             if !first {
@@ -165,7 +166,9 @@ fn chunked_body(chunks: Vec<String>) -> Body {
             let frame = hyper::body::Frame::data(hyper::body::Bytes::from(chunk.into_bytes()));
             Some((Ok(frame), (it, false)))
         });
-    http_body_util::StreamBody::new(frames).boxed()
+    let trailers =
+        futures_util::stream::iter(trailers.map(|t| Ok(hyper::body::Frame::trailers(t))));
+    http_body_util::StreamBody::new(futures_util::StreamExt::chain(data, trailers)).boxed()
 }
 
 async fn upstream_answer(
@@ -198,15 +201,19 @@ async fn upstream_answer(
             String::from_utf8_lossy(v.as_bytes()).into_owned(),
         ));
     }
-    let body = body
-        .collect()
-        .await
-        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-        .unwrap_or_default();
+    let (body, trailers) = match body.collect().await {
+        Ok(collected) => {
+            let trailers = collected.trailers().map(text_pairs).unwrap_or_default();
+            let body = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
+            (body, trailers)
+        }
+        Err(_) => (String::new(), Vec::new()),
+    };
     seen.lock().expect("lock").push(Seen {
         cluster: name,
         headers,
         body,
+        trailers,
     });
     let c = {
         let mut a = answer.lock().expect("lock");
@@ -227,16 +234,43 @@ async fn upstream_answer(
     if c.grpc {
         return Ok(grpc_answer(&c));
     }
-    let body = if c.chunks.is_empty() {
+    let declared = c.trailer_names();
+    let body = if c.chunks.is_empty() && c.trailers.is_empty() {
         http_body_util::Full::new(hyper::body::Bytes::from(c.body.into_bytes())).boxed()
     } else {
-        chunked_body(c.chunks)
+        let chunks = if c.chunks.is_empty() {
+            Some(c.body).filter(|b| !b.is_empty()).into_iter().collect()
+        } else {
+            c.chunks
+        };
+        let mut trailers = hyper::HeaderMap::new();
+        append_headers(&mut trailers, &c.trailers);
+        chunked_body(chunks, (!trailers.is_empty()).then_some(trailers))
     };
     let mut response = hyper::Response::new(body);
     *response.status_mut() =
         hyper::StatusCode::from_u16(c.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     append_headers(response.headers_mut(), &c.headers);
+    // hyper sends only the trailers a `trailer` header declares (and only
+    // to a request that accepts them with `te: trailers`).
+    if let Some(names) = declared {
+        if !response.headers().contains_key(hyper::header::TRAILER) {
+            append_headers(response.headers_mut(), &[("trailer".into(), names)]);
+        }
+    }
     Ok(response)
+}
+
+/// A header map as lower-case name and text value pairs.
+fn text_pairs(map: &hyper::HeaderMap) -> Vec<(String, String)> {
+    map.iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_ascii_lowercase(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
 }
 
 /// Adds a cluster's configured headers (those hyper cannot carry are skipped).
@@ -350,14 +384,18 @@ fn cluster_json(name: &str, port: u16, grpc: bool) -> Value {
         "name": name, "type": "STATIC", "connect_timeout": "1s",
         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}
     });
-    if grpc {
-        cluster["typed_extension_protocol_options"] = json!({
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}}
-            }
-        });
-    }
+    // HTTP/1 trailers pass only where enabled, as on the listener.
+    let protocol = if grpc {
+        json!({"http2_protocol_options": {}})
+    } else {
+        json!({"http_protocol_options": {"enable_trailers": true}})
+    };
+    cluster["typed_extension_protocol_options"] = json!({
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": protocol
+        }
+    });
     cluster
 }
 
@@ -405,6 +443,7 @@ fn bootstrap(s: &Scenario, listener: u16, admin: u16, ports: &BTreeMap<String, u
                 "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                     "stat_prefix": "harness",
+                    "http_protocol_options": {"enable_trailers": true},
                     "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]},
                     "http_filters": filters}}]}]}],
             "clusters": ports.iter().map(|(n, p)| cluster_json(n, *p, s.clusters.get(n).is_some_and(|c| c.grpc))).collect::<Vec<_>>()
@@ -412,19 +451,57 @@ fn bootstrap(s: &Scenario, listener: u16, admin: u16, ports: &BTreeMap<String, u
     })
 }
 
-/// Status, headers and body as a client received them.
-type RawResponse = (u16, Vec<(String, String)>, Vec<u8>);
+/// A response as a client received it.
+#[derive(Debug, Default)]
+struct RawResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    trailers: Vec<(String, String)>,
+}
+
+/// A request as the client sends it: a `chunked` body goes chunk-encoded,
+/// `CHUNK_GAP` apart, then its trailers.
+#[derive(Debug, Default)]
+struct RawRequest<'a> {
+    method: &'a str,
+    path: &'a str,
+    headers: &'a [(String, String)],
+    chunks: &'a [&'a [u8]],
+    chunked: bool,
+    trailers: &'a [(String, String)],
+}
+
+/// Reads `name: value` lines up to an empty line.
+fn read_fields(reader: &mut impl BufRead) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+            return Ok(out);
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            return Ok(out);
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            out.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+        }
+    }
+}
 
 /// A minimal HTTP/1.1 exchange on a fresh connection: the request exactly
-/// as given; a `chunked` body goes chunk-encoded, `CHUNK_GAP` apart.
-fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(String, String)],
-    chunks: &[&[u8]],
-    chunked: bool,
-) -> Result<RawResponse, String> {
+/// as given.
+fn http(port: u16, req: &RawRequest<'_>) -> Result<RawResponse, String> {
+    let RawRequest {
+        method,
+        path,
+        headers,
+        chunks,
+        chunked,
+        trailers,
+    } = *req;
     let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
@@ -457,7 +534,12 @@ fn http(
         stream.write_all(&framed).map_err(|e| e.to_string())?;
     }
     if chunked {
-        stream.write_all(b"0\r\n\r\n").map_err(|e| e.to_string())?;
+        let mut last = b"0\r\n".to_vec();
+        for (k, v) in trailers {
+            last.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+        }
+        last.extend_from_slice(b"\r\n");
+        stream.write_all(&last).map_err(|e| e.to_string())?;
     }
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
@@ -467,52 +549,51 @@ fn http(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("bad status line {line:?}"))?;
-    let mut out = Vec::new();
-    loop {
-        line.clear();
-        reader.read_line(&mut line).map_err(|e| e.to_string())?;
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':') {
-            out.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
-        }
-    }
+    let mut out = RawResponse {
+        status,
+        headers: read_fields(&mut reader)?,
+        ..RawResponse::default()
+    };
     let chunked = out
+        .headers
         .iter()
         .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
-    let mut body = Vec::new();
     if chunked {
         loop {
             line.clear();
             reader.read_line(&mut line).map_err(|e| e.to_string())?;
             let size = usize::from_str_radix(line.trim(), 16).unwrap_or(0);
             if size == 0 {
+                out.trailers = read_fields(&mut reader)?;
                 break;
             }
             let mut chunk = vec![0; size + 2];
             reader.read_exact(&mut chunk).map_err(|e| e.to_string())?;
-            body.extend_from_slice(&chunk[..size]);
+            out.body.extend_from_slice(&chunk[..size]);
         }
     } else {
-        let _ = reader.read_to_end(&mut body);
+        let _ = reader.read_to_end(&mut out.body);
     }
-    Ok((status, out, body))
+    Ok(out)
+}
+
+fn admin_get(admin: u16, path: &str) -> Result<RawResponse, String> {
+    http(
+        admin,
+        &RawRequest {
+            method: "GET",
+            path,
+            headers: &[("host".into(), "admin".into())],
+            ..RawRequest::default()
+        },
+    )
 }
 
 fn wasm_metrics(admin: u16) -> BTreeMap<String, i64> {
-    let Ok((_, _, body)) = http(
-        admin,
-        "GET",
-        "/stats?format=json&filter=wasmcustom",
-        &[("host".into(), "admin".into())],
-        &[],
-        false,
-    ) else {
+    let Ok(stats) = admin_get(admin, "/stats?format=json&filter=wasmcustom") else {
         return BTreeMap::new();
     };
-    let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let v: Value = serde_json::from_slice(&stats.body).unwrap_or_default();
     v["stats"]
         .as_array()
         .into_iter()
@@ -655,16 +736,7 @@ pub fn run_with(s: &Scenario, envoy_bin: &std::path::Path) -> Result<Vec<Observa
                 envoy.log.lock().expect("lock")
             ));
         }
-        if http(
-            admin,
-            "GET",
-            "/ready",
-            &[("host".into(), "admin".into())],
-            &[],
-            false,
-        )
-        .is_ok_and(|(s, _, _)| s == 200)
-        {
+        if admin_get(admin, "/ready").is_ok_and(|r| r.status == 200) {
             break;
         }
         if Instant::now() > deadline {
@@ -707,20 +779,35 @@ pub fn run_with(s: &Scenario, envoy_bin: &std::path::Path) -> Result<Vec<Observa
             crate::flow::Flow::chunks(req.body.as_deref().unwrap_or_default(), &req.chunk_sizes);
         let chunks: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
         let t0 = Instant::now();
-        let chunked = !req.chunk_sizes.is_empty();
+        let trailers: Vec<(String, String)> = req
+            .trailers
+            .iter()
+            .flat_map(|t| &t.0)
+            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+            .collect();
+        let (method, path) = (get(":method"), get(":path"));
         let result = http(
             listener,
-            &get(":method"),
-            &get(":path"),
-            &headers,
-            &chunks,
-            chunked,
+            &RawRequest {
+                method: &method,
+                path: &path,
+                headers: &headers,
+                chunks: &chunks,
+                // HTTP/1 carries trailers only in a chunked body.
+                chunked: !req.chunk_sizes.is_empty() || req.trailers.is_some(),
+                trailers: &trailers,
+            },
         );
         let duration_ms = t0.elapsed().as_millis() as u64;
         wait_for_quiet_log(&envoy.log);
-        let (status, response_headers, body) = match result {
-            Ok((s, h, b)) => (Some(s), h, String::from_utf8_lossy(&b).into_owned()),
-            Err(_) => (None, Vec::new(), String::new()),
+        let (status, response_headers, body, response_trailers) = match result {
+            Ok(r) => (
+                Some(r.status),
+                r.headers,
+                String::from_utf8_lossy(&r.body).into_owned(),
+                r.trailers,
+            ),
+            Err(_) => (None, Vec::new(), String::new(), Vec::new()),
         };
         // The routed request carries Envoy's x-request-id; a filter's own HTTP calls do not.
         let (upstream, upstream_attempts) = {
@@ -754,10 +841,15 @@ pub fn run_with(s: &Scenario, envoy_bin: &std::path::Path) -> Result<Vec<Observa
                 .as_ref()
                 .map(|u| u.body.clone())
                 .unwrap_or_default(),
+            upstream_trailers: upstream
+                .as_ref()
+                .map(|u| u.trailers.clone())
+                .unwrap_or_default(),
             upstream_headers: upstream.map(|u| u.headers).unwrap_or_default(),
             upstream_attempts,
             response_headers,
             body,
+            response_trailers,
             logs,
             metrics: wasm_metrics(admin),
             duration_ms,
@@ -828,6 +920,11 @@ pub fn differences(harness: &[Observation], envoy: &[Observation]) -> Vec<String
             format!("{:?}", h.upstream_body),
             format!("{:?}", e.upstream_body),
         );
+        d(
+            "upstream_trailers",
+            format!("{:?}", keep(&h.upstream_trailers)),
+            format!("{:?}", keep(&e.upstream_trailers)),
+        );
         // The filters' calls as their clusters received them, in any order.
         let calls = |c: &[(String, Vec<(String, String)>)]| {
             let mut v: Vec<(String, Vec<(String, String)>)> =
@@ -853,6 +950,11 @@ pub fn differences(harness: &[Observation], envoy: &[Observation]) -> Vec<String
             format!("{:?}", keep(&no_pseudo(&e.response_headers))),
         );
         d("body", format!("{:?}", h.body), format!("{:?}", e.body));
+        d(
+            "response_trailers",
+            format!("{:?}", keep(&h.response_trailers)),
+            format!("{:?}", keep(&e.response_trailers)),
+        );
         // Log lines that print a volatile header say nothing about the filter.
         let steady = |logs: &[String]| -> Vec<String> {
             logs.iter()

@@ -88,10 +88,10 @@ impl Flow {
     /// The body callbacks an HTTP/1.1 body arrives in: one per chunk (one
     /// for a body sent whole), then an empty end-of-stream one, as Envoy's
     /// HTTP/1 codec ends every message with an empty data frame. No body:
-    /// the headers end the stream.
-    pub fn arrivals(body: &[u8], chunk_sizes: &[usize]) -> Vec<Vec<u8>> {
+    /// the headers end the stream. Trailers end it instead of that frame.
+    pub fn arrivals(body: &[u8], chunk_sizes: &[usize], trailers: bool) -> Vec<Vec<u8>> {
         let mut chunks = Self::chunks(body, chunk_sizes);
-        if !chunks.is_empty() {
+        if !chunks.is_empty() && !trailers {
             chunks.push(Vec::new());
         }
         chunks
@@ -129,11 +129,18 @@ mod tests {
         assert_eq!(Flow::chunks(b"abc", &[]), vec![b"abc".to_vec()]);
         assert_eq!(Flow::chunks(b"ab", &[5, 1]), vec![b"ab".to_vec()]);
         assert!(Flow::chunks(b"", &[1]).is_empty());
-        assert_eq!(Flow::arrivals(b"ab", &[]), vec![b"ab".to_vec(), Vec::new()]);
-        assert!(Flow::arrivals(b"", &[]).is_empty());
         assert_eq!(
-            Flow::arrivals(b"ab", &[1, 1]),
+            Flow::arrivals(b"ab", &[], false),
+            vec![b"ab".to_vec(), Vec::new()]
+        );
+        assert!(Flow::arrivals(b"", &[], false).is_empty());
+        assert_eq!(
+            Flow::arrivals(b"ab", &[1, 1], false),
             vec![b"a".to_vec(), b"b".to_vec(), Vec::new()]
+        );
+        assert_eq!(
+            Flow::arrivals(b"ab", &[1, 1], true),
+            vec![b"a".to_vec(), b"b".to_vec()]
         );
     }
 

@@ -126,6 +126,8 @@ pub struct UpstreamRequest {
     pub headers: Headers,
     #[serde(serialize_with = "crate::world::bytes_as_text")]
     pub body: Vec<u8>,
+    #[serde(serialize_with = "crate::world::optional_headers_as_text")]
+    pub trailers: Option<Headers>,
     /// Attempts the router made (1 + retries).
     pub attempts: u32,
 }
@@ -664,6 +666,7 @@ impl Harness {
                     Flow::arrivals(
                         request.body.as_deref().unwrap_or_default(),
                         &request.chunk_sizes,
+                        request.trailers.is_some(),
                     ),
                     request.trailers.is_some(),
                 ),
@@ -1369,12 +1372,15 @@ impl Harness {
 
     fn send_upstream(&mut self, id: StreamId) {
         let body = std::mem::take(&mut self.flow_mut(id).out);
-        let headers = {
+        let (headers, trailers) = {
             let mut streams = self.streams.borrow_mut();
             let s = streams.get_mut(&id).expect("maps");
             // What passed every filter; `request.size` reads it from now on.
             s.request_body = body.clone();
-            s.request_headers.clone().unwrap_or_default()
+            (
+                s.request_headers.clone().unwrap_or_default(),
+                s.request_trailers.clone(),
+            )
         };
         let (cluster_name, cluster) = self
             .routes
@@ -1390,6 +1396,7 @@ impl Harness {
             cluster: cluster_name.clone(),
             headers: upstream_headers,
             body,
+            trailers,
             attempts: 0,
         });
         run.router = Some(RouterRun {
@@ -1504,7 +1511,11 @@ impl Harness {
             .take()
             .flatten()
             .unwrap_or_else(|| Response::new(503));
-        let chunks = Flow::arrivals(&response.body, &response.chunk_sizes);
+        let chunks = Flow::arrivals(
+            &response.body,
+            &response.chunk_sizes,
+            response.trailers.is_some(),
+        );
         let Response {
             headers, trailers, ..
         } = response;

@@ -324,6 +324,10 @@ pub struct Cluster {
     /// The body in chunks, sent apart (instead of `body`).
     #[serde(default)]
     pub chunks: Vec<String>,
+    /// Trailers after the body. HTTP/1 carries them only in a chunked body,
+    /// so the answer is chunked and declares them in a `trailer` header.
+    #[serde(default)]
+    pub trailers: Vec<(String, String)>,
     /// The connection is reset instead of answering.
     #[serde(default)]
     pub reset: bool,
@@ -356,6 +360,7 @@ impl Default for Cluster {
             headers: Vec::new(),
             body: String::new(),
             chunks: Vec::new(),
+            trailers: Vec::new(),
             delay_ms: 0,
             reset: false,
             refused: false,
@@ -410,6 +415,23 @@ impl Cluster {
         self
     }
 
+    /// Adds a trailer after the body.
+    pub fn trailer(mut self, name: &str, value: &str) -> Self {
+        self.trailers
+            .push((name.to_ascii_lowercase(), value.into()));
+        self
+    }
+
+    /// The `trailer` header an HTTP/1 server sends to declare its trailers.
+    pub fn trailer_names(&self) -> Option<String> {
+        let names: Vec<String> = self
+            .trailers
+            .iter()
+            .map(|(k, _)| k.to_ascii_lowercase())
+            .collect();
+        (!names.is_empty()).then(|| names.join(", "))
+    }
+
     pub fn delay_ms(mut self, ms: u64) -> Self {
         self.delay_ms = ms;
         self
@@ -435,10 +457,25 @@ impl Cluster {
         for (k, v) in &self.headers {
             r.headers.add(&k.to_ascii_lowercase(), v.as_bytes());
         }
-        // A real upstream frames its body: a length, or chunks.
-        if !self.chunks.is_empty() {
-            r.body = self.chunks.concat().into_bytes();
-            r.chunk_sizes = self.chunks.iter().map(String::len).collect();
+        if let Some(names) = self.trailer_names() {
+            if !r.headers.contains("trailer") {
+                r.headers.add("trailer", names.as_bytes());
+            }
+            r.trailers = Some(Headers(
+                self.trailers
+                    .iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec()))
+                    .collect(),
+            ));
+        }
+        // A real upstream frames its body: a length, or chunks (trailers too).
+        if !self.chunks.is_empty() || r.trailers.is_some() {
+            if self.chunks.is_empty() {
+                r.body = self.body.as_bytes().to_vec();
+            } else {
+                r.body = self.chunks.concat().into_bytes();
+                r.chunk_sizes = self.chunks.iter().map(String::len).collect();
+            }
             if !r.headers.contains("transfer-encoding") {
                 r.headers.add("transfer-encoding", b"chunked");
             }

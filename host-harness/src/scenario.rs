@@ -71,6 +71,9 @@ pub struct RequestEntry {
     /// The body in chunks the client sends apart (instead of `body`).
     #[serde(default)]
     pub body_chunks: Option<Vec<String>>,
+    /// Trailers after the body (the body is then sent chunked, as HTTP/1 needs).
+    #[serde(default)]
+    pub trailers: Option<Pairs>,
     /// The connection it arrives on (harness only: Envoy's is the real socket).
     #[serde(default)]
     pub connection: Option<crate::model::Connection>,
@@ -122,6 +125,9 @@ pub struct Expect {
     pub upstream_headers: BTreeMap<String, Option<String>>,
     /// The body as the upstream received it (exact, or `{contains: …}`).
     pub upstream_body: Option<BodyExpect>,
+    /// Trailers as the upstream received them (null: absent).
+    #[serde(default)]
+    pub upstream_trailers: BTreeMap<String, Option<String>>,
     pub upstream_cluster: Option<String>,
     /// Attempts the router made (1 + retries).
     pub upstream_attempts: Option<u32>,
@@ -129,6 +135,9 @@ pub struct Expect {
     #[serde(default)]
     pub response_headers: BTreeMap<String, Option<String>>,
     pub body: Option<BodyExpect>,
+    /// Trailers as the client received them (null: absent).
+    #[serde(default)]
+    pub response_trailers: BTreeMap<String, Option<String>>,
     /// Each must appear in some log line of the request.
     #[serde(default)]
     pub logs: Vec<String>,
@@ -168,12 +177,14 @@ pub struct Observation {
     pub upstream_cluster: Option<String>,
     pub upstream_headers: Vec<(String, String)>,
     pub upstream_body: String,
+    pub upstream_trailers: Vec<(String, String)>,
     pub upstream_attempts: u32,
     /// The filters' HTTP and gRPC calls as their clusters received them
     /// (cluster, headers); refused ones never arrive.
     pub calls: Vec<(String, Vec<(String, String)>)>,
     pub response_headers: Vec<(String, String)>,
     pub body: String,
+    pub response_trailers: Vec<(String, String)>,
     pub logs: Vec<String>,
     pub metrics: BTreeMap<String, i64>,
     pub duration_ms: u64,
@@ -213,25 +224,37 @@ impl Observation {
                 ));
             }
         }
-        for (name, want) in &e.upstream_headers {
-            let got = Self::header(&self.upstream_headers, &name.to_ascii_lowercase());
-            if got != want.as_deref() {
-                fails.push(format!(
-                    "upstream_headers.{name}: expected {want:?}, got {got:?}"
-                ));
+        let mut fields = |what: &str, want: &BTreeMap<String, Option<String>>, got| {
+            for (name, want) in want {
+                let got = Self::header(got, &name.to_ascii_lowercase());
+                if got != want.as_deref() {
+                    fails.push(format!("{what}.{name}: expected {want:?}, got {got:?}"));
+                }
             }
-        }
+        };
+        fields(
+            "upstream_headers",
+            &e.upstream_headers,
+            &self.upstream_headers,
+        );
+        fields(
+            "upstream_trailers",
+            &e.upstream_trailers,
+            &self.upstream_trailers,
+        );
+        fields(
+            "response_headers",
+            &e.response_headers,
+            &self.response_headers,
+        );
+        fields(
+            "response_trailers",
+            &e.response_trailers,
+            &self.response_trailers,
+        );
         if let Some(want) = e.status {
             if self.status != Some(want) {
                 fails.push(format!("status: expected {want}, got {:?}", self.status));
-            }
-        }
-        for (name, want) in &e.response_headers {
-            let got = Self::header(&self.response_headers, &name.to_ascii_lowercase());
-            if got != want.as_deref() {
-                fails.push(format!(
-                    "response_headers.{name}: expected {want:?}, got {got:?}"
-                ));
             }
         }
         fails.extend(
@@ -356,6 +379,13 @@ impl Scenario {
         let request = Request {
             headers: Headers(pseudo.into_iter().chain(rest).collect()),
             body: entry.body.clone().map(String::into_bytes),
+            trailers: entry.trailers.as_ref().map(|t| {
+                Headers(
+                    t.0.iter()
+                        .map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec()))
+                        .collect(),
+                )
+            }),
             connection: entry.connection.clone().unwrap_or_default(),
             ..Request::default()
         };
@@ -438,6 +468,12 @@ impl Scenario {
                     .as_ref()
                     .map(|u| String::from_utf8_lossy(&u.body).into_owned())
                     .unwrap_or_default(),
+                upstream_trailers: ex
+                    .upstream
+                    .as_ref()
+                    .and_then(|u| u.trailers.as_ref())
+                    .map(text)
+                    .unwrap_or_default(),
                 response_headers: ex
                     .response
                     .as_ref()
@@ -447,6 +483,12 @@ impl Scenario {
                     .response
                     .as_ref()
                     .map(|r| r.body_str())
+                    .unwrap_or_default(),
+                response_trailers: ex
+                    .response
+                    .as_ref()
+                    .and_then(|r| r.trailers.as_ref())
+                    .map(text)
                     .unwrap_or_default(),
                 logs: ex.logs.iter().map(|l| l.message.clone()).collect(),
                 metrics: h.metrics(),

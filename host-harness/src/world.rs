@@ -295,6 +295,17 @@ pub(crate) fn headers_as_text<S: serde::Serializer>(
     seq.end()
 }
 
+#[allow(clippy::ref_option)] // serde's serialize_with passes `&Option<_>`
+pub(crate) fn optional_headers_as_text<S: serde::Serializer>(
+    h: &Option<crate::model::Headers>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match h {
+        Some(h) => headers_as_text(h, s),
+        None => s.serialize_none(),
+    }
+}
+
 pub(crate) fn bytes_as_text<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&String::from_utf8_lossy(b))
 }

@@ -1,11 +1,12 @@
 //! The Rust API for what a client's connection and body look like to a
-//! filter: mTLS peers for `connection.*` properties, bodies in chunks.
-//! (Their Envoy behaviour is pinned by `scenarios/bodies_in_chunks.yaml`
-//! and `scenarios/http_call_answers.yaml`.)
+//! filter: mTLS peers for `connection.*` properties, bodies in chunks,
+//! trailers. (Their Envoy behaviour is pinned by
+//! `scenarios/bodies_in_chunks.yaml`, `scenarios/trailers.yaml` and
+//! `scenarios/http_call_answers.yaml`.)
 
 mod common;
 use common::built;
-use switchyard_harness::{Cluster, Connection, Harness, Request, Tls};
+use switchyard_harness::{Cluster, Connection, Harness, Headers, Request, Tls};
 
 #[test]
 fn an_mtls_peer_is_what_connection_properties_report() {
@@ -143,5 +144,54 @@ fn a_grpc_stream_is_answered_once_the_filter_ends_its_side() {
     assert_eq!(
         ex.response_header("x-probe").as_deref(),
         Some("stream_token_even=true stream_status=0 stream_code=0")
+    );
+}
+
+#[test]
+fn trailers_end_each_direction_and_carry_what_the_filter_adds() {
+    let mut h = Harness::new();
+    h.filter(built("abi_probe"), "").unwrap();
+    h.upstream(Cluster::status(200).body("hello").trailer("x-sum", "5d41"));
+    let ex = h.send(
+        Request::new("POST", "/upload")
+            .header("x-probe-body", "stream")
+            .header("x-probe-trailers", "1")
+            .body_chunks(["ab", "cd"])
+            .trailers(Headers::from_pairs([("x-checksum", "e2fc")])),
+    );
+    let upstream = ex.upstream.as_ref().expect("reached the upstream");
+    assert_eq!(upstream.body, b"abcd");
+    assert_eq!(
+        upstream.trailers.as_ref().map(|t| t.0.clone()),
+        Some(vec![
+            ("x-checksum".to_owned(), b"e2fc".to_vec()),
+            ("x-probed".to_owned(), b"request".to_vec()),
+        ])
+    );
+    let response = ex.response.as_ref().expect("answered");
+    assert_eq!(
+        response
+            .trailers
+            .as_ref()
+            .and_then(|t| t.get_str("x-probed")),
+        Some("response".to_owned())
+    );
+    assert_eq!(ex.response_header("trailer").as_deref(), Some("x-sum"));
+    // Trailers end the stream: no body callback says end_of_stream.
+    let callbacks: Vec<&str> = ex
+        .logs
+        .iter()
+        .map(|l| l.message.as_str())
+        .filter(|m| m.contains(" body ") || m.contains("trailers:"))
+        .collect();
+    assert_eq!(
+        callbacks,
+        [
+            "request body 2 end_of_stream=false seen=ab",
+            "request body 2 end_of_stream=false seen=cd",
+            "request trailers: x-checksum=e2fc",
+            "response body 5 end_of_stream=false seen=hello",
+            "response trailers: x-sum=5d41",
+        ]
     );
 }

@@ -136,6 +136,11 @@ fn bodies_in_chunks_match_envoy() {
 }
 
 #[test]
+fn trailers_match_envoy() {
+    check("trailers.yaml");
+}
+
+#[test]
 fn sdk_body_in_chunks_matches_envoy() {
     check("sdk_body_in_chunks.yaml");
 }
