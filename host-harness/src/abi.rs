@@ -621,6 +621,7 @@ pub(crate) fn register(linker: &mut Linker<Host>) -> Result<()> {
                         answered: false,
                         kind: CallKind::Http,
                         client_done_at_ms: Some(now),
+                        replied_at_open: false,
                         answer,
                     });
                     token
@@ -955,6 +956,7 @@ fn start_grpc(h: &Host, start: GrpcStart) -> Result<u32, i32> {
         answered: false,
         kind: start.kind,
         client_done_at_ms: unary.then_some(now),
+        replied_at_open: false,
         answer,
     });
     Ok(token)

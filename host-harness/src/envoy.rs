@@ -201,20 +201,6 @@ async fn upstream_answer(
             String::from_utf8_lossy(v.as_bytes()).into_owned(),
         ));
     }
-    let (body, trailers) = match body.collect().await {
-        Ok(collected) => {
-            let trailers = collected.trailers().map(text_pairs).unwrap_or_default();
-            let body = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
-            (body, trailers)
-        }
-        Err(_) => (String::new(), Vec::new()),
-    };
-    seen.lock().expect("lock").push(Seen {
-        cluster: name,
-        headers,
-        body,
-        trailers,
-    });
     let c = {
         let mut a = answer.lock().expect("lock");
         let (cluster, hits) = &mut *a;
@@ -225,6 +211,34 @@ async fn upstream_answer(
             .cloned()
             .unwrap_or_else(|| cluster.clone())
     };
+    // The whole request, recorded once the caller has finished sending.
+    let record = async move {
+        let (body, trailers) = match body.collect().await {
+            Ok(collected) => {
+                let trailers = collected.trailers().map(text_pairs).unwrap_or_default();
+                let body = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
+                (body, trailers)
+            }
+            Err(_) => (String::new(), Vec::new()),
+        };
+        seen.lock().expect("lock").push(Seen {
+            cluster: name,
+            headers,
+            body,
+            trailers,
+        });
+    };
+    let caller_done = if c.grpc && c.reply_at_open && !c.reset {
+        let (done, caller_done) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            record.await;
+            let _ = done.send(());
+        });
+        Some(caller_done)
+    } else {
+        record.await;
+        None
+    };
     if c.delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(c.delay_ms)).await;
     }
@@ -232,7 +246,7 @@ async fn upstream_answer(
         return Err(Reset);
     }
     if c.grpc {
-        return Ok(grpc_answer(&c));
+        return Ok(grpc_answer(&c, caller_done));
     }
     let declared = c.trailer_names();
     let body = if c.chunks.is_empty() && c.trailers.is_empty() {
@@ -288,8 +302,12 @@ fn append_headers(to: &mut hyper::HeaderMap, headers: &[(String, String)]) {
 /// A gRPC reply, after the caller's last message: the cluster's `headers`
 /// as initial metadata, its messages framed (flag, length, bytes) — `body`
 /// for a unary call, `chunks` for a stream; `body` only when the status is
-/// OK — then trailers with the status.
-fn grpc_answer(c: &Cluster) -> hyper::Response<Body> {
+/// OK — then trailers with the status (once `caller_done` fires, if given:
+/// a service that replies while the caller still sends).
+fn grpc_answer(
+    c: &Cluster,
+    caller_done: Option<tokio::sync::oneshot::Receiver<()>>,
+) -> hyper::Response<Body> {
     use http_body_util::BodyExt;
     let mut frames = Vec::new();
     let messages: Vec<&String> = if c.chunks.is_empty() {
@@ -312,8 +330,16 @@ fn grpc_answer(c: &Cluster) -> hyper::Response<Body> {
             trailers.insert("grpc-message", m);
         }
     }
-    frames.push(hyper::body::Frame::trailers(trailers));
-    let stream = futures_util::stream::iter(frames.into_iter().map(Ok));
+    let status = futures_util::stream::once(async move {
+        if let Some(done) = caller_done {
+            let _ = done.await;
+        }
+        Ok(hyper::body::Frame::trailers(trailers))
+    });
+    let stream = futures_util::StreamExt::chain(
+        futures_util::stream::iter(frames.into_iter().map(Ok)),
+        status,
+    );
     let mut response = hyper::Response::new(http_body_util::StreamBody::new(stream).boxed());
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,

@@ -63,32 +63,57 @@ pub fn exchange(call: &HttpCall) -> Vec<GrpcEvent> {
         CallEnding::Refused => failure(REFUSED, REFUSED_DETAILS),
         CallEnding::TimedOut => failure("upstream request timeout", "{response_timeout}"),
         CallEnding::Reset => failure(RESET, RESET_DETAILS),
-        CallEnding::Answered(cluster) => answered(cluster, stream),
+        CallEnding::Answered(cluster) if !stream => vec![unary_answer(cluster)],
+        CallEnding::Answered(cluster) if call.replied_at_open => closing(cluster).to_vec(),
+        CallEnding::Answered(cluster) => {
+            let mut events = opening(cluster, true);
+            events.extend(closing(cluster));
+            events
+        }
     }
 }
 
-/// The service answered: its messages and status.
-fn answered(cluster: &Cluster, stream: bool) -> Vec<GrpcEvent> {
-    let status = cluster.grpc_status;
+/// Whether `call` is a stream whose service replies before the caller
+/// has finished sending, and has not yet.
+pub fn replies_at_open(call: &HttpCall) -> bool {
+    call.kind == CallKind::GrpcStream
+        && !call.replied_at_open
+        && matches!(call.ending(), CallEnding::Answered(c) if c.reply_at_open)
+}
+
+/// The service's status as `proxy_get_status` details it.
+fn close(cluster: &Cluster) -> GrpcEvent {
     let detail = if cluster.grpc_message.is_empty() {
         "via_upstream".to_owned()
     } else {
         format!("{}{{via_upstream}}", cluster.grpc_message)
     };
-    let close = GrpcEvent::Close { status, detail };
-    if !stream {
-        // A unary call gets its reply, or its status: never both.
-        return vec![if status == 0 {
-            GrpcEvent::Message(cluster.body.as_bytes().to_vec())
-        } else {
-            close
-        }];
+    GrpcEvent::Close {
+        status: cluster.grpc_status,
+        detail,
     }
+}
+
+/// A unary call gets its reply, or its status: never both.
+fn unary_answer(cluster: &Cluster) -> GrpcEvent {
+    if cluster.grpc_status == 0 {
+        GrpcEvent::Message(cluster.body.as_bytes().to_vec())
+    } else {
+        close(cluster)
+    }
+}
+
+/// A stream's start as the service sends it: initial metadata, messages.
+/// Envoy's router adds `x-envoy-upstream-service-time` only to a response
+/// that starts after the caller finished sending.
+pub fn opening(cluster: &Cluster, caller_done: bool) -> Vec<GrpcEvent> {
     let mut initial = pairs([(":status", "200"), ("content-type", "application/grpc")]);
     for (k, v) in &cluster.headers {
         initial.add(&k.to_ascii_lowercase(), v.as_bytes());
     }
-    initial.add("x-envoy-upstream-service-time", b"0");
+    if caller_done {
+        initial.add("x-envoy-upstream-service-time", b"0");
+    }
     let mut events = vec![GrpcEvent::InitialMetadata(initial)];
     events.extend(
         cluster
@@ -96,14 +121,17 @@ fn answered(cluster: &Cluster, stream: bool) -> Vec<GrpcEvent> {
             .iter()
             .map(|m| GrpcEvent::Message(m.as_bytes().to_vec())),
     );
-    let status_text = status.to_string();
+    events
+}
+
+/// A stream's end: trailing metadata with the status, then close.
+fn closing(cluster: &Cluster) -> [GrpcEvent; 2] {
+    let status_text = cluster.grpc_status.to_string();
     let mut trailing = pairs([("grpc-status", status_text.as_str())]);
     if !cluster.grpc_message.is_empty() {
         trailing.add("grpc-message", cluster.grpc_message.as_bytes());
     }
-    events.push(GrpcEvent::TrailingMetadata(trailing));
-    events.push(close);
-    events
+    [GrpcEvent::TrailingMetadata(trailing), close(cluster)]
 }
 
 #[cfg(test)]
@@ -123,6 +151,7 @@ mod tests {
             answered: false,
             kind,
             client_done_at_ms: Some(0),
+            replied_at_open: false,
             answer: Some(cluster),
         }
     }
@@ -146,6 +175,27 @@ mod tests {
                 detail: "no{via_upstream}".into()
             }]
         );
+    }
+
+    #[test]
+    fn a_stream_that_replied_at_open_ends_with_its_status_only() {
+        let bidi = Cluster {
+            reply_at_open: true,
+            chunks: vec!["hello".into()],
+            ..Cluster::default()
+        };
+        let mut stream = call(CallKind::GrpcStream, bidi.clone());
+        assert!(replies_at_open(&stream));
+        assert_eq!(
+            opening(&bidi, false)[1..],
+            [GrpcEvent::Message(b"hello".to_vec())]
+        );
+        stream.replied_at_open = true;
+        assert!(!replies_at_open(&stream));
+        let events = exchange(&stream);
+        assert!(matches!(events[0], GrpcEvent::TrailingMetadata(_)));
+        assert!(matches!(events[1], GrpcEvent::Close { status: 0, .. }));
+        assert_eq!(events.len(), 2);
     }
 
     #[test]

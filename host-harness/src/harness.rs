@@ -783,14 +783,20 @@ impl Harness {
         }
         // HTTP calls.
         if !self.manual_calls {
-            let due: Vec<(u32, Result<Response, Vec<GrpcEvent>>)> = {
+            let due: Vec<(u32, Due)> = {
                 let w = self.world.borrow();
                 w.open_calls()
                     .filter(|c| call_due_ns(&w, c).is_some_and(|t| t <= now))
                     .map(|c| {
                         let answer = match c.kind {
-                            CallKind::Http => Ok(call_answer(c)),
-                            _ => Err(grpc::exchange(c)),
+                            CallKind::Http => Due::Http(call_answer(c)),
+                            _ if grpc::replies_at_open(c) => Due::Opening(
+                                c.answer
+                                    .as_ref()
+                                    .map(|a| grpc::opening(a, c.client_done_at_ms.is_some()))
+                                    .unwrap_or_default(),
+                            ),
+                            _ => Due::Grpc(grpc::exchange(c)),
                         };
                         (c.token, answer)
                     })
@@ -798,8 +804,9 @@ impl Harness {
             };
             for (token, answer) in due {
                 match answer {
-                    Ok(response) => self.deliver_call(token, Some(response)),
-                    Err(events) => self.deliver_grpc(token, events),
+                    Due::Http(response) => self.deliver_call(token, Some(response)),
+                    Due::Grpc(events) => self.deliver_grpc(token, events, true),
+                    Due::Opening(events) => self.deliver_grpc(token, events, false),
                 }
             }
         }
@@ -871,8 +878,22 @@ impl Harness {
 
     /// A gRPC call or stream ends: its callbacks in order, each with what
     /// it may read (message, metadata, `proxy_get_status`).
-    fn deliver_grpc(&mut self, token: u32, events: Vec<GrpcEvent>) {
-        let Some(call) = self.take_call(token, true) else {
+    /// Runs gRPC callbacks on the root that made the call; `ends`: the
+    /// call is over after them, else the stream stays open.
+    fn deliver_grpc(&mut self, token: u32, events: Vec<GrpcEvent>, ends: bool) {
+        let call = if ends {
+            self.take_call(token, true)
+        } else {
+            self.world
+                .borrow_mut()
+                .open_calls_mut()
+                .find(|c| c.token == token && c.kind == CallKind::GrpcStream)
+                .map(|c| {
+                    c.replied_at_open = true;
+                    c.clone()
+                })
+        };
+        let Some(call) = call else {
             return;
         };
         let Some(f) = self.filters.get_mut(call.vm) else {
@@ -916,13 +937,21 @@ impl Harness {
             Ok(m) => GrpcEvent::Message(m),
             Err((status, detail)) => GrpcEvent::Close { status, detail },
         };
-        self.deliver_grpc(token, vec![event]);
+        self.deliver_grpc(token, vec![event], true);
         self.after_callback();
     }
 
     /// Ends a gRPC stream now (for `manual_http_calls`) with these callbacks.
     pub fn answer_grpc_stream(&mut self, token: u32, events: Vec<GrpcEvent>) {
-        self.deliver_grpc(token, events);
+        self.deliver_grpc(token, events, true);
+        self.after_callback();
+    }
+
+    /// Runs these callbacks on an open gRPC stream and keeps it open (for
+    /// `manual_http_calls`): a service that replies while the filter is
+    /// still sending. End it with `answer_grpc_stream`.
+    pub fn reply_on_grpc_stream(&mut self, token: u32, events: Vec<GrpcEvent>) {
+        self.deliver_grpc(token, events, false);
         self.after_callback();
     }
 
@@ -1678,23 +1707,38 @@ fn call_answer(c: &HttpCall) -> Response {
     }
 }
 
+/// What a due call gets.
+enum Due {
+    Http(Response),
+    /// Callbacks that end a gRPC call or stream.
+    Grpc(Vec<GrpcEvent>),
+    /// A stream's first callbacks from a service that replies at open.
+    Opening(Vec<GrpcEvent>),
+}
+
 /// When a call's answer is due: its delay (cut by its timeout) after the
 /// caller finished sending; a refusal at once; a gRPC stream still being
-/// sent on, never yet.
+/// sent on, never yet — unless its service replies at open, after its
+/// delay, and sends its status once the caller is done.
 fn call_due_ns(_: &World, c: &HttpCall) -> Option<u64> {
     let refused = c.answer.as_ref().is_none_or(|a| a.refused);
-    let from = if refused {
-        c.dispatched_at_ms
-    } else {
-        c.client_done_at_ms?
-    };
     let delay = c.answer.as_ref().map_or(0, Cluster::answer_delay_ms);
     let wait = if c.timeout_ms > 0 {
         delay.min(c.timeout_ms)
     } else {
         delay
     };
-    Some(crate::world::EPOCH_START_NS + (from + wait) * 1_000_000)
+    let opened = c.dispatched_at_ms + wait;
+    let at_ms = if refused {
+        c.dispatched_at_ms
+    } else if grpc::replies_at_open(c) {
+        opened
+    } else if c.replied_at_open {
+        c.client_done_at_ms?.max(opened)
+    } else {
+        c.client_done_at_ms? + wait
+    };
+    Some(crate::world::EPOCH_START_NS + at_ms * 1_000_000)
 }
 
 fn uuid(r: &[u8; 16]) -> String {

@@ -343,6 +343,11 @@ pub struct Cluster {
     pub grpc_status: u32,
     #[serde(default)]
     pub grpc_message: String,
+    /// A gRPC stream service that sends its initial metadata and messages
+    /// (`chunks`) as soon as the stream opens (after `delay_ms`), and its
+    /// status once the filter ends its side: a bidirectional stream.
+    #[serde(default)]
+    pub reply_at_open: bool,
     /// Answers for the first requests to this cluster, in order; later
     /// requests get the cluster's own answer (e.g. fail once, then succeed).
     #[serde(default)]
@@ -367,6 +372,7 @@ impl Default for Cluster {
             grpc: false,
             grpc_status: 0,
             grpc_message: String::new(),
+            reply_at_open: false,
             first: Vec::new(),
         }
     }

@@ -83,6 +83,9 @@ pub struct HttpCall {
     pub kind: CallKind,
     /// When the caller finished sending (a gRPC stream is answered only then).
     pub client_done_at_ms: Option<u64>,
+    /// A stream whose service replies at open: its initial metadata and
+    /// messages have been delivered, its status waits for the caller.
+    pub replied_at_open: bool,
     /// How the cluster answers this call (picked at dispatch, for `Cluster::first`).
     #[serde(skip)]
     pub(crate) answer: Option<Cluster>,

@@ -107,19 +107,25 @@ fn a_grpc_call_carries_its_method_and_metadata_and_can_be_answered_by_the_test()
     assert!(ex.logged("grpc status message: who are you"));
 }
 
-#[test]
-fn a_grpc_stream_is_answered_once_the_filter_ends_its_side() {
-    use switchyard_harness::grpc::GrpcEvent;
-    use switchyard_harness::Headers;
+/// The probe opening a gRPC stream to `chat` in `mode`; the test answers.
+fn probe_streaming(mode: &str) -> (Harness, switchyard_harness::StreamId) {
     let mut h = Harness::new();
     h.filter(built("abi_probe"), "").unwrap();
     h.cluster("chat", Cluster::default())
         .manual_http_calls(true);
     let id = h.start(
         Request::get("/")
-            .header("x-probe-mode", "grpc-stream")
+            .header("x-probe-mode", mode)
             .header("x-probe-cluster", "chat"),
     );
+    (h, id)
+}
+
+#[test]
+fn a_grpc_stream_is_answered_once_the_filter_ends_its_side() {
+    use switchyard_harness::grpc::GrpcEvent;
+    use switchyard_harness::Headers;
+    let (mut h, id) = probe_streaming("grpc-stream");
     let call = h.pending_calls().remove(0);
     assert_eq!(call.kind, switchyard_harness::CallKind::GrpcStream);
     assert_eq!(call.token % 2, 0, "Envoy numbers streams even");
@@ -145,6 +151,66 @@ fn a_grpc_stream_is_answered_once_the_filter_ends_its_side() {
         ex.response_header("x-probe").as_deref(),
         Some("stream_token_even=true stream_status=0 stream_code=0")
     );
+}
+
+#[test]
+fn a_test_can_reply_on_a_grpc_stream_while_the_filter_still_sends() {
+    use switchyard_harness::grpc::GrpcEvent;
+    let (mut h, id) = probe_streaming("grpc-bidi");
+    let call = h.pending_calls().remove(0);
+    assert_eq!(call.body, b"ping");
+    assert!(
+        call.client_done_at_ms.is_none(),
+        "the probe waits for a reply"
+    );
+
+    h.reply_on_grpc_stream(call.token, vec![GrpcEvent::Message(b"hello".to_vec())]);
+    let call = h.pending_calls().remove(0);
+    assert_eq!(call.body, b"pingbye", "the probe answered the reply");
+    assert!(call.client_done_at_ms.is_some(), "and ended its side");
+    assert!(!h.is_done(id), "the stream is still open");
+
+    h.answer_grpc_stream(
+        call.token,
+        vec![GrpcEvent::Close {
+            status: 0,
+            detail: String::new(),
+        }],
+    );
+    let ex = h.exchange(id).unwrap();
+    assert!(ex.completed);
+    assert!(ex.logged("stream message: hello"));
+    assert!(h.pending_calls().is_empty());
+}
+
+#[test]
+fn a_stream_service_that_replies_at_open_sends_its_status_after_the_caller_ends() {
+    let mut h = Harness::new();
+    h.filter(built("abi_probe"), "").unwrap();
+    h.cluster(
+        "chat",
+        Cluster {
+            grpc: true,
+            reply_at_open: true,
+            chunks: vec!["hello".into()],
+            delay_ms: 30,
+            ..Cluster::default()
+        },
+    );
+    let ex = h.send(
+        Request::get("/")
+            .header("x-probe-mode", "grpc-bidi")
+            .header("x-probe-cluster", "chat"),
+    );
+    assert!(ex.completed);
+    assert!(ex.logged("stream message: hello"));
+    assert_eq!(
+        ex.response_header("x-probe").as_deref(),
+        Some("stream_status=0 stream_code=0")
+    );
+    // The reply came after the service's delay; the status right after the probe's "bye".
+    assert_eq!(ex.http_calls[0].body, b"pingbye");
+    assert_eq!(ex.http_calls[0].client_done_at_ms, Some(30));
 }
 
 #[test]
