@@ -603,6 +603,79 @@ fn http(port: u16, req: &RawRequest<'_>) -> Result<RawResponse, String> {
     Ok(out)
 }
 
+/// The same exchange over HTTP/2 with prior knowledge, as a gRPC client
+/// makes it: the last DATA frame carries END_STREAM (or the trailers do).
+fn http2(port: u16, req: &RawRequest<'_>) -> Result<RawResponse, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(http2_exchange(port, req))
+}
+
+async fn http2_exchange(port: u16, req: &RawRequest<'_>) -> Result<RawResponse, String> {
+    let e = |e: h2::Error| e.to_string();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut client, connection) = h2::client::handshake(tcp).await.map_err(e)?;
+    tokio::spawn(connection);
+    let authority = req
+        .headers
+        .iter()
+        .find(|(k, _)| k == "host")
+        .map_or("example.com", |(_, v)| v.as_str());
+    let mut request = hyper::Request::builder()
+        .method(req.method)
+        .uri(format!("http://{authority}{}", req.path))
+        .body(())
+        .map_err(|e| e.to_string())?;
+    append_headers(
+        request.headers_mut(),
+        &req.headers
+            .iter()
+            .filter(|(k, _)| k != "host")
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    let no_body = req.chunks.is_empty() && req.trailers.is_empty();
+    let (response, mut sending) = client.send_request(request, no_body).map_err(e)?;
+    for (i, chunk) in req.chunks.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(CHUNK_GAP).await;
+        }
+        let last = i + 1 == req.chunks.len() && req.trailers.is_empty();
+        sending
+            .send_data(hyper::body::Bytes::copy_from_slice(chunk), last)
+            .map_err(e)?;
+    }
+    if !req.trailers.is_empty() {
+        let mut trailers = hyper::HeaderMap::new();
+        append_headers(&mut trailers, req.trailers);
+        sending.send_trailers(trailers).map_err(e)?;
+    }
+    let response = response.await.map_err(e)?;
+    let (parts, mut body) = response.into_parts();
+    let mut out = RawResponse {
+        status: parts.status.as_u16(),
+        headers: text_pairs(&parts.headers),
+        ..RawResponse::default()
+    };
+    while let Some(data) = body.data().await {
+        let data = data.map_err(e)?;
+        let _ = body.flow_control().release_capacity(data.len());
+        out.body.extend_from_slice(&data);
+    }
+    out.trailers = body
+        .trailers()
+        .await
+        .map_err(e)?
+        .as_ref()
+        .map(text_pairs)
+        .unwrap_or_default();
+    Ok(out)
+}
+
 fn admin_get(admin: u16, path: &str) -> Result<RawResponse, String> {
     http(
         admin,
@@ -812,18 +885,20 @@ pub fn run_with(s: &Scenario, envoy_bin: &std::path::Path) -> Result<Vec<Observa
             .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
             .collect();
         let (method, path) = (get(":method"), get(":path"));
-        let result = http(
-            listener,
-            &RawRequest {
-                method: &method,
-                path: &path,
-                headers: &headers,
-                chunks: &chunks,
-                // HTTP/1 carries trailers only in a chunked body.
-                chunked: !req.chunk_sizes.is_empty() || req.trailers.is_some(),
-                trailers: &trailers,
-            },
-        );
+        let raw = RawRequest {
+            method: &method,
+            path: &path,
+            headers: &headers,
+            chunks: &chunks,
+            // HTTP/1 carries trailers only in a chunked body.
+            chunked: !req.chunk_sizes.is_empty() || req.trailers.is_some(),
+            trailers: &trailers,
+        };
+        let result = if req.http2 {
+            http2(listener, &raw)
+        } else {
+            http(listener, &raw)
+        };
         let duration_ms = t0.elapsed().as_millis() as u64;
         wait_for_quiet_log(&envoy.log);
         let (status, response_headers, body, response_trailers) = match result {

@@ -88,10 +88,11 @@ impl Flow {
     /// The body callbacks an HTTP/1.1 body arrives in: one per chunk (one
     /// for a body sent whole), then an empty end-of-stream one, as Envoy's
     /// HTTP/1 codec ends every message with an empty data frame. No body:
-    /// the headers end the stream. Trailers end it instead of that frame.
-    pub fn arrivals(body: &[u8], chunk_sizes: &[usize], trailers: bool) -> Vec<Vec<u8>> {
+    /// the headers end the stream. Trailers end it instead of that frame,
+    /// and so does HTTP/2's last DATA frame (`empty_end` false).
+    pub fn arrivals(body: &[u8], chunk_sizes: &[usize], empty_end: bool) -> Vec<Vec<u8>> {
         let mut chunks = Self::chunks(body, chunk_sizes);
-        if !chunks.is_empty() && !trailers {
+        if !chunks.is_empty() && empty_end {
             chunks.push(Vec::new());
         }
         chunks
@@ -130,16 +131,16 @@ mod tests {
         assert_eq!(Flow::chunks(b"ab", &[5, 1]), vec![b"ab".to_vec()]);
         assert!(Flow::chunks(b"", &[1]).is_empty());
         assert_eq!(
-            Flow::arrivals(b"ab", &[], false),
+            Flow::arrivals(b"ab", &[], true),
             vec![b"ab".to_vec(), Vec::new()]
         );
-        assert!(Flow::arrivals(b"", &[], false).is_empty());
+        assert!(Flow::arrivals(b"", &[], true).is_empty());
         assert_eq!(
-            Flow::arrivals(b"ab", &[1, 1], false),
+            Flow::arrivals(b"ab", &[1, 1], true),
             vec![b"a".to_vec(), b"b".to_vec(), Vec::new()]
         );
         assert_eq!(
-            Flow::arrivals(b"ab", &[1, 1], true),
+            Flow::arrivals(b"ab", &[1, 1], false),
             vec![b"a".to_vec(), b"b".to_vec()]
         );
     }

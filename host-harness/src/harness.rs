@@ -633,6 +633,7 @@ impl Harness {
                 started_at_ns: now,
                 connection: request.connection.clone(),
                 connection_id: id,
+                http2: request.http2,
                 ..StreamMaps::default()
             },
         );
@@ -666,7 +667,7 @@ impl Harness {
                     Flow::arrivals(
                         request.body.as_deref().unwrap_or_default(),
                         &request.chunk_sizes,
-                        request.trailers.is_some(),
+                        !request.http2 && request.trailers.is_none(),
                     ),
                     request.trailers.is_some(),
                 ),
@@ -1543,7 +1544,7 @@ impl Harness {
         let chunks = Flow::arrivals(
             &response.body,
             &response.chunk_sizes,
-            response.trailers.is_some(),
+            response.trailers.is_none(),
         );
         let Response {
             headers, trailers, ..

@@ -202,6 +202,9 @@ pub struct Request {
     /// Sizes of the chunks the body arrives in (empty: one chunk).
     pub chunk_sizes: Vec<usize>,
     pub connection: Connection,
+    /// The client speaks HTTP/2: its last DATA frame (or its trailers) ends
+    /// the stream, with no empty end-of-stream body callback as in HTTP/1.1.
+    pub http2: bool,
 }
 
 impl Request {
@@ -222,7 +225,14 @@ impl Request {
             trailers: None,
             chunk_sizes: Vec::new(),
             connection: Connection::default(),
+            http2: false,
         }
+    }
+
+    /// Sent over HTTP/2 (prior knowledge, as a gRPC client does).
+    pub fn http2(mut self) -> Self {
+        self.http2 = true;
+        self
     }
 
     /// The connection the request arrives on (plaintext from 127.0.0.1 by default).

@@ -42,7 +42,13 @@ pub fn get(h: &Host, path: &[u8]) -> Option<Vec<u8>> {
         ["request", "id"] => header("x-request-id"),
         ["request", "referer"] => header("referer"),
         ["request", "useragent"] => header("user-agent"),
-        ["request", "protocol"] => stream.map(|_| b"HTTP/1.1".to_vec()),
+        ["request", "protocol"] => stream.map(|s| {
+            if s.http2 {
+                b"HTTP/2".to_vec()
+            } else {
+                b"HTTP/1.1".to_vec()
+            }
+        }),
         ["request", "headers", name] => header(name),
         ["request", "time"] => stream.map(|s| int(s.started_at_ns)),
         ["request", "size"] => stream.map(|s| int(s.request_body.len() as u64)),

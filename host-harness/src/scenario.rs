@@ -74,6 +74,9 @@ pub struct RequestEntry {
     /// Trailers after the body (the body is then sent chunked, as HTTP/1 needs).
     #[serde(default)]
     pub trailers: Option<Pairs>,
+    /// Sent over HTTP/2 (prior knowledge) instead of HTTP/1.1.
+    #[serde(default)]
+    pub http2: bool,
     /// The connection it arrives on (harness only: Envoy's is the real socket).
     #[serde(default)]
     pub connection: Option<crate::model::Connection>,
@@ -387,6 +390,7 @@ impl Scenario {
                 )
             }),
             connection: entry.connection.clone().unwrap_or_default(),
+            http2: entry.http2,
             ..Request::default()
         };
         match &entry.body_chunks {

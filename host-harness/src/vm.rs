@@ -43,6 +43,8 @@ pub(crate) struct StreamMaps {
     pub connection: crate::model::Connection,
     /// Envoy numbers connections; each harness request is one.
     pub connection_id: u64,
+    /// The client speaks HTTP/2 (`request.protocol`).
+    pub http2: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -261,3 +261,35 @@ fn trailers_end_each_direction_and_carry_what_the_filter_adds() {
         ]
     );
 }
+
+#[test]
+fn over_http2_the_last_chunk_ends_the_request() {
+    let mut h = Harness::new();
+    h.filter(built("abi_probe"), "").unwrap();
+    let body_callbacks = |ex: &switchyard_harness::Exchange| -> Vec<String> {
+        ex.logs
+            .iter()
+            .map(|l| l.message.clone())
+            .filter(|m| m.starts_with("request body"))
+            .collect()
+    };
+    let post = || {
+        Request::new("POST", "/upload")
+            .header("x-probe-body", "stream")
+            .body_chunks(["ab", "cd"])
+    };
+    let h2 = h.send(post().http2());
+    assert_eq!(
+        body_callbacks(&h2),
+        [
+            "request body 2 end_of_stream=false seen=ab",
+            "request body 2 end_of_stream=true seen=cd",
+        ]
+    );
+    let h1 = h.send(post());
+    assert_eq!(
+        body_callbacks(&h1).last().map(String::as_str),
+        Some("request body 0 end_of_stream=true seen="),
+        "HTTP/1.1 ends with an empty callback"
+    );
+}

@@ -136,6 +136,11 @@ fn bodies_in_chunks_match_envoy() {
 }
 
 #[test]
+fn http2_downstream_matches_envoy() {
+    check("http2_downstream.yaml");
+}
+
+#[test]
 fn trailers_match_envoy() {
     check("trailers.yaml");
 }
