@@ -35,6 +35,19 @@ impl Headers {
         Self(pseudo)
     }
 
+    /// A trailer block: names lower-cased, nothing moved or renamed (no
+    /// pseudo-headers, no `host`, in trailers).
+    pub fn trailers<K: AsRef<str>, V: AsRef<[u8]>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.as_ref().to_ascii_lowercase(), v.as_ref().to_vec()))
+                .collect(),
+        )
+    }
+
     /// The first value of `name` (Envoy's `get` returns the first of duplicates).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         self.0
@@ -477,12 +490,7 @@ impl Cluster {
             if !r.headers.contains("trailer") {
                 r.headers.add("trailer", names.as_bytes());
             }
-            r.trailers = Some(Headers(
-                self.trailers
-                    .iter()
-                    .map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec()))
-                    .collect(),
-            ));
+            r.trailers = Some(Headers::trailers(self.trailers.iter().map(|(k, v)| (k, v))));
         }
         // A real upstream frames its body: a length, or chunks (trailers too).
         if !self.chunks.is_empty() || r.trailers.is_some() {

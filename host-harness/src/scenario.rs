@@ -382,13 +382,10 @@ impl Scenario {
         let request = Request {
             headers: Headers(pseudo.into_iter().chain(rest).collect()),
             body: entry.body.clone().map(String::into_bytes),
-            trailers: entry.trailers.as_ref().map(|t| {
-                Headers(
-                    t.0.iter()
-                        .map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec()))
-                        .collect(),
-                )
-            }),
+            trailers: entry
+                .trailers
+                .as_ref()
+                .map(|t| Headers::trailers(t.0.iter().map(|(k, v)| (k, v)))),
             connection: entry.connection.clone().unwrap_or_default(),
             http2: entry.http2,
             ..Request::default()
