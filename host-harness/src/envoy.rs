@@ -44,6 +44,9 @@ struct Seen {
 /// holds up a retry that arrives meanwhile.
 struct Upstream {
     answer: Arc<Mutex<(Cluster, usize)>>,
+    /// A refused cluster's port, held bound (never listening) for the run so
+    /// that no other test's server can take it.
+    _refusing: Option<socket2::Socket>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -54,21 +57,21 @@ impl Upstream {
         cluster: Cluster,
         seen: Arc<Mutex<Vec<Seen>>>,
     ) -> Result<(Self, u16), String> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         if cluster.refused {
-            // A port nothing listens on: connections are refused.
-            drop(listener);
+            let (socket, port) = refusing_port()?;
             return Ok((
                 Self {
                     answer: Arc::new(Mutex::new((cluster, 0))),
+                    _refusing: Some(socket),
                     stop: None,
                     thread: None,
                 },
                 port,
             ));
         }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         let answer = Arc::new(Mutex::new((cluster, 0)));
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let (a, n) = (answer.clone(), name.to_owned());
@@ -84,6 +87,7 @@ impl Upstream {
         Ok((
             Self {
                 answer,
+                _refusing: None,
                 stop: Some(stop),
                 thread: Some(thread),
             },
@@ -400,9 +404,35 @@ fn unique() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
-fn free_port() -> Result<u16, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+/// A loopback port that refuses connections: bound, never listening. (A
+/// port from a listener that was dropped is free for the next bind anywhere
+/// on the machine, so a parallel test's server could be answering on it.)
+fn refusing_port() -> Result<(socket2::Socket, u16), String> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).map_err(|e| e.to_string())?;
+    let any: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+    socket.bind(&any.into()).map_err(|e| e.to_string())?;
+    let port = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map(|a| a.port())
+        .ok_or("no local address")?;
+    Ok((socket, port))
+}
+
+/// The admin port Envoy wrote to `--admin-address-path` (`127.0.0.1:PORT`).
+fn read_admin_port(path: &std::path::Path) -> Option<u16> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.trim().rsplit(':').next()?.parse().ok()
+}
+
+/// The port the OS gave the (only) listener, from the admin interface.
+fn listener_port(admin: u16) -> Option<u16> {
+    let listeners = admin_get(admin, "/listeners?format=json").ok()?;
+    let v: Value = serde_json::from_slice(&listeners.body).ok()?;
+    let port = v.pointer("/listener_statuses/0/local_address/socket_address/port_value")?;
+    u16::try_from(port.as_u64()?).ok()
 }
 
 fn cluster_json(name: &str, port: u16, grpc: bool) -> Value {
@@ -784,14 +814,17 @@ pub fn run_with(s: &Scenario, envoy_bin: &std::path::Path) -> Result<Vec<Observa
         servers.insert(name.clone(), u);
         ports.insert(name.clone(), port);
     }
-    let (listener, admin) = (free_port()?, free_port()?);
+    // Envoy binds port 0 for its listener and admin and says which it got
+    // (ports picked here and bound later could be taken meanwhile).
     let dir = tempfile_dir::Dir::new().map_err(|e| e.to_string())?;
     let config = dir.0.join("bootstrap.json");
-    std::fs::write(&config, bootstrap(s, listener, admin, &ports).to_string())
-        .map_err(|e| e.to_string())?;
+    let admin_file = dir.0.join("admin-address");
+    std::fs::write(&config, bootstrap(s, 0, 0, &ports).to_string()).map_err(|e| e.to_string())?;
     let mut child = Command::new(envoy_bin)
         .arg("-c")
         .arg(&config)
+        .arg("--admin-address-path")
+        .arg(&admin_file)
         .args([
             "--concurrency",
             "1",
@@ -827,7 +860,8 @@ pub fn run_with(s: &Scenario, envoy_bin: &std::path::Path) -> Result<Vec<Observa
         _dir: dir,
     };
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    let mut admin = 0;
+    let listener = loop {
         if let Ok(Some(status)) = envoy.child.try_wait() {
             std::thread::sleep(Duration::from_millis(200));
             return Err(format!(
@@ -835,8 +869,13 @@ pub fn run_with(s: &Scenario, envoy_bin: &std::path::Path) -> Result<Vec<Observa
                 envoy.log.lock().expect("lock")
             ));
         }
-        if admin_get(admin, "/ready").is_ok_and(|r| r.status == 200) {
-            break;
+        if admin == 0 {
+            admin = read_admin_port(&admin_file).unwrap_or(0);
+        }
+        if admin != 0 && admin_get(admin, "/ready").is_ok_and(|r| r.status == 200) {
+            if let Some(port) = listener_port(admin) {
+                break port;
+            }
         }
         if Instant::now() > deadline {
             return Err(format!(
@@ -845,7 +884,7 @@ pub fn run_with(s: &Scenario, envoy_bin: &std::path::Path) -> Result<Vec<Observa
             ));
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
+    };
     let mut out = Vec::new();
     let started = Instant::now();
     for entry in &s.requests {

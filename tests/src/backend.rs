@@ -40,6 +40,33 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// Sent this long after the request arrived, without holding up any
+    /// other request (a slow service, not a stuck one).
+    pub after: Option<Duration>,
+    /// Sent once this gate opens (after `after`, if both are set).
+    pub gate: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+/// Holds back the answers given [`Reply::when_open`] until the test opens
+/// it: a slow service whose slowness ends when the test says, not after a
+/// time a loaded machine may overrun.
+#[derive(Clone)]
+pub struct Gate(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Gate {
+    pub fn new() -> Self {
+        Self(Arc::new(tokio::sync::watch::channel(false).0))
+    }
+
+    pub fn open(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Reply {
@@ -48,7 +75,23 @@ impl Reply {
             status,
             headers: Vec::new(),
             body: body.into(),
+            after: None,
+            gate: None,
         }
+    }
+
+    /// Answers once `gate` is open.
+    pub fn when_open(mut self, gate: &Gate) -> Self {
+        self.gate = Some(gate.0.subscribe());
+        self
+    }
+
+    /// Answers `delay` after arrival. (A responder that sleeps instead would
+    /// stall the backend's one runtime thread, so two callers would wait in
+    /// turn: the second for twice the delay.)
+    pub fn after(mut self, delay: Duration) -> Self {
+        self.after = Some(delay);
+        self
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Self {
@@ -242,6 +285,12 @@ async fn answer(
                 .header("x-echo-version", &state.version)
         }
     };
+    if let Some(delay) = reply.after {
+        tokio::time::sleep(delay).await;
+    }
+    if let Some(mut gate) = reply.gate.clone() {
+        let _ = gate.wait_for(|open| *open).await;
+    }
     let mut response = hyper::Response::new(Full::new(Bytes::from(reply.body)));
     *response.status_mut() = hyper::StatusCode::from_u16(reply.status)
         .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);

@@ -18,6 +18,15 @@ pub struct Envoy {
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Worker threads every test Envoy runs.
+pub const CONCURRENCY: u32 = 1;
+
+/// Root contexts (and so VMs) each Wasm filter has in a test Envoy: Envoy
+/// configures a plugin on the main thread first (how a bad configuration
+/// stops start-up) and keeps that root running, then one per worker. Each
+/// fetches its own remote key set.
+pub const ROOT_CONTEXTS: u64 = CONCURRENCY as u64 + 1;
+
 impl Envoy {
     /// Starts Envoy and waits until it is ready; panics with Envoy's log if it is not.
     pub fn start(bootstrap: &Bootstrap) -> Self {
@@ -34,13 +43,8 @@ impl Envoy {
         let child = Command::new(envoy_binary())
             .arg("-c")
             .arg(&config)
-            .args([
-                "--concurrency",
-                "1",
-                "--disable-hot-restart",
-                "--log-level",
-                "warn",
-            ])
+            .args(["--concurrency", &CONCURRENCY.to_string()])
+            .args(["--disable-hot-restart", "--log-level", "warn"])
             .args(["--component-log-level", "wasm:info"])
             // Log lines reach the file within 100 ms, for tests that read it.
             .args(["--file-flush-interval-msec", "100"])
@@ -149,6 +153,36 @@ impl Envoy {
     /// A counter by name (`wasmcustom.` prefix added for Wasm metrics by Envoy).
     pub fn counter(&self, name: &str) -> u64 {
         self.stats().get(name).copied().unwrap_or(0)
+    }
+
+    /// Waits until counter `name` reaches `at_least`; panics with Envoy's
+    /// log after `limit`. For readiness that Envoy's `/ready` cannot tell
+    /// (a filter's key sets loaded) and for work that ends after the
+    /// client's answer (mirrors, comparisons).
+    pub fn wait_for_counter(&self, name: &str, at_least: u64, limit: Duration) {
+        let start = Instant::now();
+        loop {
+            let value = self.counter(name);
+            if value >= at_least {
+                return;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "{name} is {value}, not {at_least}, after {limit:?}:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until every root context of the auth filter holds provider
+    /// `provider`'s remote key set, so that no request waits for keys.
+    pub fn wait_for_key_sets(&self, provider: &str) {
+        self.wait_for_counter(
+            &format!("wasmcustom.switchyard.auth.{provider}.jwks_fetch_ok"),
+            ROOT_CONTEXTS,
+            Duration::from_secs(20),
+        );
     }
 }
 

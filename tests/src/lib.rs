@@ -10,7 +10,7 @@ pub mod istio;
 pub mod paths;
 pub mod tokens;
 
-pub use backend::{Backend, Received, Reply, Responder};
+pub use backend::{Backend, Gate, Received, Reply, Responder};
 pub use bootstrap::Bootstrap;
 pub use envoy::Envoy;
 
@@ -37,4 +37,38 @@ pub fn get(url: &str, headers: &[(&str, &str)]) -> (u16, ureq::Response) {
         req = req.set(k, v);
     }
     send(req)
+}
+
+/// A loopback port that refuses connections for as long as this lives:
+/// bound, never listening. (The port of a listener that was dropped is free
+/// for the next bind on the machine, so a parallel test's server could be
+/// answering on it.)
+pub struct RefusingPort {
+    _socket: socket2::Socket,
+    pub port: u16,
+}
+
+impl RefusingPort {
+    pub fn new() -> Self {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        let loopback: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+        socket.bind(&loopback.into()).expect("bind a loopback port");
+        let port = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .expect("bound address")
+            .port();
+        Self {
+            _socket: socket,
+            port,
+        }
+    }
+}
+
+impl Default for RefusingPort {
+    fn default() -> Self {
+        Self::new()
+    }
 }

@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use switchyard_tests::{paths, send, Backend, Bootstrap, Envoy, Reply, Responder};
+use switchyard_tests::{paths, send, Backend, Bootstrap, Envoy, RefusingPort, Reply, Responder};
 
 fn setup(v1: Backend, v2_port: u16, edit: impl FnOnce(&mut Value)) -> (Envoy, Backend) {
     let mut b = Bootstrap::load(&paths::envoy_config("shadow.yaml"));
@@ -17,10 +17,10 @@ fn setup(v1: Backend, v2_port: u16, edit: impl FnOnce(&mut Value)) -> (Envoy, Ba
     (Envoy::start(&b), v1)
 }
 
-/// Waits (up to 5 s) until `backend` has seen `n` requests; returns how many it saw.
+/// Waits (up to 10 s) until `backend` has seen `n` requests; returns how many it saw.
 fn settle(backend: &Backend, n: usize) -> usize {
     let t0 = Instant::now();
-    while backend.count() < n && t0.elapsed() < Duration::from_secs(5) {
+    while backend.count() < n && t0.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(20));
     }
     // Mirrors are fire-and-forget: give stragglers a moment, then count.
@@ -103,13 +103,13 @@ fn mirror_at_10_percent_holds_its_share() {
         let (status, _) = switchyard_tests::get(&envoy.url(&format!("/items/{i}")), &[]);
         assert_eq!(status, 200);
     }
-    let mirrored = settle(&v2, 1);
+    // Every sampled request is counted before its mirror is sent; the
+    // mirrors arrive after the clients' answers, so wait for all of them.
+    let sampled = envoy.counter("wasmcustom.switchyard.shadow.v2-mirror.sampled") as usize;
+    let mirrored = settle(&v2, sampled);
     // Envoy's random request ids, hashed: binomial(1000, 0.1) stays well within ±4 points.
     assert!((60..=140).contains(&mirrored), "{mirrored} of {n} mirrored");
-    assert_eq!(
-        envoy.counter("wasmcustom.switchyard.shadow.v2-mirror.sampled") as usize,
-        mirrored
-    );
+    assert_eq!(sampled, mirrored);
 }
 
 #[test]
@@ -143,13 +143,8 @@ fn compare_reports_body_mismatches_and_only_matches_for_an_identical_v2() {
 
 #[test]
 fn a_shadow_target_that_is_down_changes_nothing_for_clients() {
-    // A port nothing listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let (envoy, v1) = setup(Backend::start("v1"), closed, |c| {
+    let closed = RefusingPort::new();
+    let (envoy, v1) = setup(Backend::start("v1"), closed.port, |c| {
         c["rules"][0]["percent"] = json!(100.0);
     });
     for i in 0..20 {

@@ -49,16 +49,31 @@ fn within(d: Duration, low_ms: u64, high_ms: u64) -> bool {
     d >= Duration::from_millis(low_ms) && d <= Duration::from_millis(high_ms)
 }
 
+/// How long a slow upstream takes where a test shows a budget cutting it
+/// short: far enough past every budget here that a loaded machine's late
+/// timers (hundreds of ms with a CPU hog on both cores) still tell "ended by
+/// the budget" from "waited for the upstream".
+const SLOW_UPSTREAM: &str = "/delay/4";
+/// The latest a request cut short by a budget may end: over a second of
+/// slack past the budgets here, and well before [`SLOW_UPSTREAM`] answers.
+const ENDED_BY_BUDGET_MS: u64 = 2500;
+
 #[test]
 fn the_lab_half_second_timeout_over_a_two_second_upstream_is_504() {
     let s = setup();
     // jason → v2, whose reviews rule allows 0.5 s.
-    let (status, elapsed, body) = timed(&s, "/reviews/delay/2", &[("end-user", "jason")]);
+    let (status, elapsed, body) = timed(
+        &s,
+        &format!("/reviews{SLOW_UPSTREAM}"),
+        &[("end-user", "jason")],
+    );
     assert_eq!(status, 504, "{body}");
-    assert!(within(elapsed, 450, 900), "{elapsed:?}");
+    assert!(within(elapsed, 450, ENDED_BY_BUDGET_MS), "{elapsed:?}");
     assert_eq!(body, "upstream request timeout");
-    // Per try 200 ms, two retries: the upstream saw three attempts.
-    assert_eq!(s.v2.count(), 3);
+    // Per try 200 ms, two retries: three attempts fit in the 0.5 s, the third
+    // starting near 450 ms (two tries and Envoy's back-off), so a late timer
+    // on a loaded machine can leave it out; at least one retry always runs.
+    assert!((2..=3).contains(&s.v2.count()), "{}", s.v2.count());
     let seen = &s.v2.received()[0];
     assert_eq!(seen.header("x-envoy-expected-rq-timeout-ms"), Some("200"));
     assert_eq!(seen.header("x-envoy-upstream-rq-timeout-ms"), None);
@@ -110,12 +125,12 @@ fn a_client_cannot_lengthen_its_own_timeout() {
     let control = Envoy::start(&without);
     let t0 = Instant::now();
     let (status, _) = switchyard_tests::get(
-        &control.url("/reviews/delay/1"),
+        &control.url(&format!("/reviews{SLOW_UPSTREAM}")),
         &[("x-envoy-upstream-rq-timeout-ms", "100")],
     );
     assert_eq!(status, 504);
     assert!(
-        t0.elapsed() < Duration::from_millis(900),
+        t0.elapsed() < Duration::from_millis(ENDED_BY_BUDGET_MS),
         "{:?}",
         t0.elapsed()
     );
@@ -126,25 +141,26 @@ fn a_client_cannot_lengthen_its_own_timeout() {
         v1,
         v2,
     };
-    let (status, elapsed, _) = timed(&s, "/reviews/delay/2", &client_asks);
+    let (status, elapsed, _) = timed(&s, &format!("/reviews{SLOW_UPSTREAM}"), &client_asks);
     assert_eq!(status, 504);
-    assert!(within(elapsed, 450, 900), "{elapsed:?}");
+    assert!(within(elapsed, 450, ENDED_BY_BUDGET_MS), "{elapsed:?}");
 }
 
 #[test]
 fn an_inbound_deadline_shortens_the_budget_and_travels_upstream() {
     let s = setup();
-    let (status, elapsed, _) = timed(&s, "/delay/2", &[("x-request-timeout-ms", "300")]);
+    let (status, elapsed, _) = timed(&s, SLOW_UPSTREAM, &[("x-request-timeout-ms", "300")]);
     assert_eq!(status, 504);
-    assert!(within(elapsed, 250, 700), "{elapsed:?}");
+    assert!(within(elapsed, 250, ENDED_BY_BUDGET_MS), "{elapsed:?}");
     // What the upstream is told is what is left: the 300 ms less the time in
-    // the proxy (request.time from Envoy), never more.
+    // the proxy (request.time from Envoy), never more. (That time is a few
+    // ms; 200 ms allows for a starved scheduler.)
     let told: u64 = s.v1.received()[0]
         .header("x-request-timeout-ms")
         .expect("propagated")
         .parse()
         .unwrap();
-    assert!((200..=300).contains(&told), "{told}");
+    assert!((100..=300).contains(&told), "{told}");
     let (status, _, _) = timed(&s, "/", &[("grpc-timeout", "1S")]);
     assert_eq!(status, 200);
     assert_eq!(
@@ -163,7 +179,11 @@ fn an_exhausted_deadline_is_504_without_touching_the_upstream() {
     let s = setup();
     let (status, elapsed, body) = timed(&s, "/", &[("x-request-timeout-ms", "3")]);
     assert_eq!((status, body.as_str()), (504, "deadline exceeded"));
-    assert!(elapsed < Duration::from_millis(500), "{elapsed:?}");
+    // Answered at once, not after the default rule's 3 s.
+    assert!(
+        elapsed < Duration::from_millis(ENDED_BY_BUDGET_MS),
+        "{elapsed:?}"
+    );
     assert_eq!(s.v1.count() + s.v2.count(), 0);
     assert_eq!(
         s.envoy
@@ -218,25 +238,34 @@ fn fault_delay_holds_the_aimed_requests_only() {
             })
         })
         .collect();
+    let mut longest = Duration::ZERO;
     for h in handles {
         let (status, elapsed) = h.join().unwrap();
         assert_eq!(status, 200);
-        assert!(within(elapsed, 650, 1100), "{elapsed:?}");
+        // Each held for its own 700 ms, side by side: held one after another,
+        // the third would end past 2.1 s.
+        assert!(within(elapsed, 650, 1900), "{elapsed:?}");
+        longest = longest.max(elapsed);
     }
-    let (status, elapsed, _) = timed(&s, "/reviews/1", &[]);
+    // Not aimed at /reviews: the counter stays at the six /ratings.
+    let (status, _, _) = timed(&s, "/reviews/1", &[]);
     assert_eq!(status, 200);
-    assert!(elapsed < Duration::from_millis(500), "{elapsed:?}");
-    // The budget left after the delay is what the router gets.
+    assert_eq!(
+        s.envoy
+            .counter("wasmcustom.switchyard.timeouts.fault.ratings-delay.delayed"),
+        6
+    );
+    // The budget left after the delay is what the router gets: the 3 s less
+    // the delay, and less no more than the request took in all.
     let after_delay: u64 = s.v1.received()[0]
         .header("x-envoy-expected-rq-timeout-ms")
         .unwrap()
         .parse()
         .unwrap();
-    assert!((2000..=2300).contains(&after_delay), "{after_delay}");
-    assert_eq!(
-        s.envoy
-            .counter("wasmcustom.switchyard.timeouts.fault.ratings-delay.delayed"),
-        6
+    let least = 3000u64.saturating_sub(longest.as_millis() as u64);
+    assert!(
+        (least..=2300).contains(&after_delay),
+        "{after_delay} (longest request {longest:?})"
     );
 }
 
@@ -248,7 +277,8 @@ fn a_delay_longer_than_the_budget_ends_when_the_budget_does() {
     });
     let (status, elapsed, body) = timed(&s, "/reviews/1", &[("end-user", "jason")]);
     assert_eq!((status, body.as_str()), (504, "deadline exceeded"));
-    assert!(within(elapsed, 450, 900), "{elapsed:?}");
+    // Ended by the 0.5 s budget, not by the 2 s delay.
+    assert!(within(elapsed, 450, 1800), "{elapsed:?}");
     assert_eq!(s.v2.count(), 0);
 }
 
