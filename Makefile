@@ -11,9 +11,11 @@ FILTERS       := version_router auth timeouts shadow switchyard
 export BUDGET_version_router := 300000
 export BUDGET_auth           := 600000
 export BUDGET_timeouts       := 300000
-export BUDGET_shadow         := 300000
-# The issue targets 700 kB for the chain; it is 713.6 kB (README, Measured, says what bounds it).
-export BUDGET_switchyard     := 720000
+# +10 kB for shadow and +15 kB for the chain: the path check every filter runs
+# first (normal form, ambiguous paths refused) cost each filter about 8 kB.
+export BUDGET_shadow         := 310000
+# The issue targets 700 kB for the chain; it is 726 kB (README, Measured, says what bounds it).
+export BUDGET_switchyard     := 735000
 # binaryen's wasm-opt from the npm registry, for the final size pass.
 BINARYEN_VERSION := 132.0.0
 WASM_OPT      := $(CURDIR)/.tools/node_modules/.bin/wasm-opt
@@ -72,7 +74,7 @@ lint:
 ## tests (harness and Envoy) again, each filter replaced by switchyard.wasm with its section
 ## (--workspace both times: the same feature set, so the second run rebuilds nothing; with -p
 ## and a subset of packages, features resolved differently and wasmtime was compiled again)
-POLICY_TESTS := --test auth --test shadow --test timeouts --test version_router
+POLICY_TESTS := --test auth --test shadow --test timeouts --test version_router --test paths
 test: setup build lint
 	$(CARGO) test --workspace
 	SWITCHYARD_CHAIN=1 $(CARGO) test --workspace $(POLICY_TESTS)

@@ -69,6 +69,27 @@ impl Bootstrap {
         self
     }
 
+    /// Turns off Envoy's own path normalisation (`normalize_path`,
+    /// `merge_slashes`, `path_with_escaped_slashes_action`) in every
+    /// connection manager, as Envoy's defaults have it: the filters' own
+    /// path check is then all that stands between a raw path and the rules.
+    pub fn without_envoy_path_normalization(&mut self) -> &mut Self {
+        visit_mut(&mut self.0, &mut |v| {
+            if let Some(hcm) = v.as_object_mut() {
+                if hcm.contains_key("http_filters") {
+                    for key in [
+                        "normalize_path",
+                        "merge_slashes",
+                        "path_with_escaped_slashes_action",
+                    ] {
+                        hcm.remove(key);
+                    }
+                }
+            }
+        });
+        self
+    }
+
     /// Replaces the JSON configuration of the Wasm HTTP filter named `filter`.
     pub fn set_filter_config(&mut self, filter: &str, config: &Value) -> &mut Self {
         let text = config.to_string();

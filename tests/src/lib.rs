@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod envoy;
 pub mod istio;
 pub mod paths;
+pub mod raw;
 pub mod tokens;
 
 pub use backend::{Backend, Gate, Received, Reply, Responder};

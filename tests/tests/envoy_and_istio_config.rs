@@ -177,9 +177,9 @@ fn every_plugin_config_is_accepted_by_the_policy_core() {
         }
         let sections = Sections::from_json(config.to_string().as_bytes())
             .unwrap_or_else(|e| panic!("{file}: {e}"));
-        let names: Vec<&str> = sections.0.iter().map(|(p, _)| p.section()).collect();
+        let names: Vec<&str> = sections.sections.iter().map(|(p, _)| p.section()).collect();
         assert_eq!(names, ["auth", "router", "timeouts", "shadow"], "{file}");
-        for (policy, bytes) in sections.0 {
+        for (policy, bytes) in sections.sections {
             let name = match policy {
                 Policy::Router => "version_router",
                 other => other.section(),

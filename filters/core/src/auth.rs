@@ -14,7 +14,7 @@ mod tests;
 use crate::claims::{self, claim, claim_header_value, compile_claims, ClaimMatcher};
 use crate::config::{from_json, is_header_name, ConfigError};
 use crate::headers::RequestHeaders;
-use crate::matcher::{cookie_value, query_value, RequestMatch};
+use crate::matcher::{cookie_count, cookie_value, query_count, query_value, RequestMatch};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 pub use config::*;
@@ -36,10 +36,14 @@ pub enum Reason {
     ExtAuthDenied,
     ExtAuthUnavailable,
     JwksUnavailable,
+    /// A credential sent more than once (two `authorization` headers, two
+    /// API keys, a header token and a cookie token that differ): which one
+    /// the upstream acts on is not ours to know.
+    AmbiguousCredential,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 19] = [
         Reason::NoRule,
         Reason::MissingCredential,
         Reason::Token(TokenError::TooLarge),
@@ -58,6 +62,7 @@ impl Reason {
         Reason::ExtAuthDenied,
         Reason::ExtAuthUnavailable,
         Reason::JwksUnavailable,
+        Reason::AmbiguousCredential,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +76,7 @@ impl Reason {
             Reason::ExtAuthDenied => "ext_auth_denied",
             Reason::ExtAuthUnavailable => "ext_auth_unavailable",
             Reason::JwksUnavailable => "jwks_unavailable",
+            Reason::AmbiguousCredential => "ambiguous_credential",
         }
     }
 
@@ -365,6 +371,9 @@ pub struct Auth {
     max_token_bytes: usize,
     header_names: Vec<String>,
     stripped: Vec<String>,
+    /// The `path_normalization` this configuration set, if it did (the
+    /// filter applies it before every policy).
+    pub path_normalization: Option<crate::path::PathNormalization>,
 }
 
 fn header_name(name: &str, field: String) -> Result<String, ConfigError> {
@@ -568,6 +577,7 @@ impl Auth {
         }
 
         Ok(Self {
+            path_normalization: config.path_normalization,
             providers,
             rules,
             identity,
@@ -656,6 +666,10 @@ impl Auth {
                 identity: None,
                 failed_open: false,
             });
+        }
+        if eval.next == 0 && rule.providers.iter().any(|&p| self.ambiguous(p, req)) {
+            let challenges = self.challenges(&rule.providers);
+            return Step::Done(self.deny(Reason::AmbiguousCredential, None, challenges));
         }
         while let Some(&p) = rule.providers.get(eval.next) {
             let outcome = match self.check(p, eval, req, env) {
@@ -1046,7 +1060,66 @@ impl Auth {
     }
 }
 
+impl Auth {
+    /// True when provider `p`'s credential is in the request more than once
+    /// (with any values), or in two of its sources with different values.
+    fn ambiguous(&self, p: usize, req: &(impl RequestHeaders + ?Sized)) -> bool {
+        let repeated = |name: &str| {
+            let mut n = 0;
+            req.each_value(name, &mut |_| n += 1);
+            n > 1
+        };
+        match &self.providers[p].kind {
+            Kind::Jwt(j) => {
+                let mut found: Option<&[u8]> = None;
+                for s in &j.from {
+                    if s.repeated(req) {
+                        return true;
+                    }
+                    match (found, s.read(req)) {
+                        (Some(a), Some(b)) if a != b => return true,
+                        (None, b) => found = b,
+                        _ => {}
+                    }
+                }
+                false
+            }
+            Kind::ApiKey(a) => repeated(&a.header),
+            Kind::Basic(_) => repeated("authorization") || joined(req.header("authorization")),
+            Kind::ExtAuth(e) => {
+                e.forward_headers.iter().any(|h| h == "authorization") && repeated("authorization")
+            }
+        }
+    }
+}
+
+/// True for a token or basic credential with a `,` in it: never part of one,
+/// but how Envoy joins a repeated `authorization` header (an inline header)
+/// into one value before any filter sees it.
+fn joined(value: Option<&[u8]>) -> bool {
+    value.is_some_and(|v| v.contains(&b','))
+}
+
 impl Source {
+    /// True when this source appears more than once: a repeated header (or
+    /// one Envoy joined with `,`), a cookie set twice (in one `cookie` header
+    /// or several), a query parameter given twice.
+    fn repeated(&self, req: &(impl RequestHeaders + ?Sized)) -> bool {
+        let mut n = 0usize;
+        match self {
+            Source::Header { name, .. } => {
+                req.each_value(name, &mut |v| n += 1 + usize::from(joined(Some(v))));
+            }
+            Source::Cookie(name) => req.each_value("cookie", &mut |c| n += cookie_count(c, name)),
+            Source::Query(name) => {
+                if let Some(path) = req.header(":path") {
+                    n = query_count(path, name);
+                }
+            }
+        }
+        n > 1
+    }
+
     fn read<'r>(&self, req: &'r (impl RequestHeaders + ?Sized)) -> Option<&'r [u8]> {
         let v = match self {
             Source::Header { name, prefix } => {

@@ -3,11 +3,16 @@
 //!
 //! Each section is handed to its policy's own parser, so a policy in the
 //! chain accepts and rejects what the single filter would (duplicate keys
-//! are refused for the whole document).
+//! are refused for the whole document). Beside the sections, the top level
+//! may set `path_normalization`, which the chain applies once for all.
 
 use crate::config::ConfigError;
 use crate::json::parse_strict;
+use crate::path::PathNormalization;
 use serde_json::Value;
+
+/// The chain's own key beside the sections.
+const PATH_NORMALIZATION: &str = "path_normalization";
 
 /// The policies the chain can run, in the order it runs them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +44,12 @@ impl Policy {
 
 /// The sections present, in chain order, each as the JSON its filter reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sections(pub Vec<(Policy, Vec<u8>)>);
+pub struct Sections {
+    pub sections: Vec<(Policy, Vec<u8>)>,
+    /// The top level's `path_normalization`, if set (sections may set it
+    /// too; see [`PathNormalization::settle`]).
+    pub path_normalization: Option<PathNormalization>,
+}
 
 impl Sections {
     /// Splits the chain configuration. A missing (or `null`) section is off;
@@ -53,15 +63,22 @@ impl Sections {
                 "expected an object with auth, router, timeouts and shadow sections",
             ));
         };
-        if let Some(key) = doc
-            .keys()
-            .find(|k| !Policy::ORDER.iter().any(|p| p.section() == k.as_str()))
-        {
+        if let Some(key) = doc.keys().find(|k| {
+            k.as_str() != PATH_NORMALIZATION
+                && !Policy::ORDER.iter().any(|p| p.section() == k.as_str())
+        }) {
             return Err(ConfigError::new(
                 key.as_str(),
-                "unknown section; expected auth, router, timeouts or shadow",
+                "unknown section; expected auth, router, timeouts, shadow or path_normalization",
             ));
         }
+        let path = match doc.remove(PATH_NORMALIZATION) {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                serde_json::from_value::<PathNormalization>(v)
+                    .map_err(|e| ConfigError::new(PATH_NORMALIZATION, e.to_string()))?,
+            ),
+        };
         let mut sections = Vec::new();
         for policy in Policy::ORDER {
             match doc.remove(policy.section()) {
@@ -79,7 +96,10 @@ impl Sections {
                 }
             }
         }
-        Ok(Self(sections))
+        Ok(Self {
+            sections,
+            path_normalization: path,
+        })
     }
 }
 
@@ -88,7 +108,7 @@ mod tests {
     use super::*;
 
     fn policies(s: &Sections) -> Vec<Policy> {
-        s.0.iter().map(|(p, _)| *p).collect()
+        s.sections.iter().map(|(p, _)| *p).collect()
     }
 
     #[test]
@@ -100,13 +120,13 @@ mod tests {
             [Policy::Auth, Policy::Router, Policy::Shadow],
             "auth → router → timeouts → shadow, whatever the key order"
         );
-        assert_eq!(s.0[0].1, br#"{"providers":[]}"#);
-        assert_eq!(s.0[1].1, br#"{"default_version":"v1"}"#);
+        assert_eq!(s.sections[0].1, br#"{"providers":[]}"#);
+        assert_eq!(s.sections[1].1, br#"{"default_version":"v1"}"#);
     }
 
     #[test]
     fn missing_and_null_sections_are_off() {
-        assert!(Sections::from_json(b"{}").unwrap().0.is_empty());
+        assert!(Sections::from_json(b"{}").unwrap().sections.is_empty());
         let s = Sections::from_json(br#"{"auth": null, "timeouts": {}}"#).unwrap();
         assert_eq!(policies(&s), [Policy::Timeouts]);
     }
@@ -123,5 +143,20 @@ mod tests {
         assert!(inner.message.contains("duplicate"), "{inner}");
         assert!(Sections::from_json(b"[]").is_err());
         assert!(Sections::from_json(b"{} x").is_err());
+    }
+
+    #[test]
+    fn path_normalization_may_be_set_at_the_top_level() {
+        use crate::path::AmbiguousPaths;
+        let s = Sections::from_json(br#"{"router": {}}"#).unwrap();
+        assert_eq!(s.path_normalization, None);
+        let top = br#"{"path_normalization": {"ambiguous": "normalize"}, "router": {}}"#;
+        let s = Sections::from_json(top).unwrap();
+        assert_eq!(
+            s.path_normalization.map(|p| p.ambiguous),
+            Some(AmbiguousPaths::Normalize)
+        );
+        let bad = Sections::from_json(br#"{"path_normalization": {"ambiguous": 1}}"#).unwrap_err();
+        assert_eq!(bad.field, "path_normalization", "{bad}");
     }
 }

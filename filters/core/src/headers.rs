@@ -6,6 +6,15 @@ pub trait RequestHeaders {
     /// The first value of `name` (lower-case), or `None` when absent.
     fn header(&self, name: &str) -> Option<&[u8]>;
 
+    /// Every value of `name`, in order. Envoy hands a filter only the first
+    /// value of a repeated header while the upstream receives them all, so a
+    /// check on credentials must see the others too.
+    fn each_value(&self, name: &str, f: &mut dyn FnMut(&[u8])) {
+        if let Some(v) = self.header(name) {
+            f(v);
+        }
+    }
+
     /// Claims of the credential an earlier filter verified, if any
     /// (see [`crate::claims::CLAIMS_PROPERTY`]).
     fn claims(&self) -> Option<&serde_json::Value> {
@@ -45,5 +54,12 @@ impl RequestHeaders for HeaderList {
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_slice())
+    }
+
+    fn each_value(&self, name: &str, f: &mut dyn FnMut(&[u8])) {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .for_each(|(_, v)| f(v));
     }
 }

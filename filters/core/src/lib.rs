@@ -12,6 +12,7 @@ pub mod config;
 pub mod headers;
 pub mod json;
 pub mod matcher;
+pub mod path;
 pub mod router;
 pub mod sampling;
 pub mod shadow;

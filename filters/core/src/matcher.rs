@@ -243,6 +243,38 @@ pub fn cookie_value<'c>(header: &'c [u8], name: &str) -> Option<&'c [u8]> {
     })
 }
 
+/// How many times cookie `name` is set in a `cookie` header.
+pub fn cookie_count(header: &[u8], name: &str) -> usize {
+    header
+        .split(|&b| b == b';')
+        .filter(|pair| {
+            let pair = pair.trim_ascii();
+            pair.iter()
+                .position(|&b| b == b'=')
+                .is_some_and(|eq| pair[..eq].trim_ascii() == name.as_bytes())
+        })
+        .count()
+}
+
+/// How many times query parameter `name` is given in a `:path`.
+pub fn query_count(path: &[u8], name: &str) -> usize {
+    let Some(q) = path.iter().position(|&b| b == b'?') else {
+        return 0;
+    };
+    let query = &path[q + 1..];
+    let query = match query.iter().position(|&b| b == b'#') {
+        Some(h) => &query[..h],
+        None => query,
+    };
+    query
+        .split(|&b| b == b'&')
+        .filter(|pair| {
+            let k = pair.split(|&b| b == b'=').next().unwrap_or(pair);
+            k == name.as_bytes()
+        })
+        .count()
+}
+
 /// The raw value of query parameter `name` in a `:path`; a bare `name` gives `""`.
 pub fn query_value<'p>(path: &'p [u8], name: &str) -> Option<&'p [u8]> {
     let q = path.iter().position(|&b| b == b'?')?;

@@ -32,6 +32,10 @@ pub struct RouterConfig {
     /// Response header naming the version that served; `null` turns it off.
     #[serde(default = "default_served_version_header")]
     pub served_version_header: Option<String>,
+    /// How the path is normalised before any rule sees it; applied by the
+    /// filter once, before every policy (see `switchyard_core::path`).
+    #[serde(default)]
+    pub path_normalization: Option<crate::path::PathNormalization>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -149,6 +153,9 @@ pub struct Router {
     override_allow: Vec<(String, usize)>,
     outcomes: Vec<Outcome>,
     header_names: Vec<String>,
+    /// The `path_normalization` this configuration set, if it did (the
+    /// filter applies it before every policy).
+    pub path_normalization: Option<crate::path::PathNormalization>,
 }
 
 pub const OVERRIDE_RULE: &str = "override";
@@ -347,6 +354,7 @@ impl Router {
         }
 
         Ok(Self {
+            path_normalization: config.path_normalization,
             version_header,
             served_version_header,
             routes,

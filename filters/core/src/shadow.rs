@@ -52,6 +52,9 @@ pub struct Shadow {
     ignore_headers: Vec<String>,
     pub receiver: Option<ReceiverConfig>,
     header_names: Vec<String>,
+    /// The `path_normalization` this configuration set, if it did (the
+    /// filter applies it before every policy).
+    pub path_normalization: Option<crate::path::PathNormalization>,
 }
 
 /// What each mode does with a primary request.
@@ -167,6 +170,7 @@ impl Shadow {
         add(&sample_by);
         add(&tag_header);
         Ok(Self {
+            path_normalization: c.path_normalization,
             rules,
             sample_by,
             cluster_header,

@@ -97,6 +97,9 @@ pub struct Timeouts {
     pub deadline: Option<Deadline>,
     sample_by: String,
     header_names: Vec<String>,
+    /// The `path_normalization` this configuration set, if it did (the
+    /// filter applies it before every policy).
+    pub path_normalization: Option<crate::path::PathNormalization>,
 }
 
 /// A caller's inbound deadline.
@@ -220,6 +223,7 @@ impl Timeouts {
         }
         add("content-type");
         Ok(Self {
+            path_normalization: config.path_normalization,
             rules,
             faults,
             deadline,

@@ -138,6 +138,10 @@ impl AuthRoot {
 }
 
 impl Policy for AuthRoot {
+    fn path_normalization(&self) -> Option<switchyard_core::path::PathNormalization> {
+        self.shared.as_ref()?.auth.path_normalization
+    }
+
     fn on_http_call_response(&mut self, token: u32, _: usize, body_size: usize) {
         if let Some(shared) = &self.shared {
             shared.on_call_response(token, body_size);
@@ -679,8 +683,10 @@ impl Stream for AuthStream {
                 shared.counters.header_errors.increment();
             }
         }
-        let headers =
-            crate::fetch_request_headers(auth.header_names(), shared.counters.header_errors);
+        let headers = crate::fetch_request_headers_repeated(
+            auth.header_names(),
+            shared.counters.header_errors,
+        );
         let eval = auth.begin(&headers);
         let pending = Rc::new(RefCell::new(Pending {
             context_id: self.context_id,

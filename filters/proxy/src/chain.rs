@@ -14,18 +14,24 @@
 //! each to its policies, and each ignores tokens it did not issue.
 
 use crate::host::{self, Level};
+use crate::path::PathGuard;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use switchyard_core::chain::Policy as Section;
 use switchyard_core::chain::Sections;
+use switchyard_core::path::PathNormalization;
 
 /// One policy's root, as the chain drives it.
 pub(crate) trait Policy {
     /// Compiles `config` (absent for a single filter given none); on failure
     /// logs one line naming the field and returns false.
     fn configure(&mut self, config: Option<&[u8]>) -> bool;
+    /// The `path_normalization` its configuration set, if it did.
+    fn path_normalization(&self) -> Option<PathNormalization> {
+        None
+    }
     fn on_tick(&mut self) {}
     /// An answer to an HTTP call sent from the root; ignore unknown tokens.
     fn on_http_call_response(&mut self, _token: u32, _num_headers: usize, _body_size: usize) {}
@@ -226,15 +232,23 @@ impl Shared {
     }
 }
 
-/// The policies to build, in chain order, each with its configuration.
-type Plan = Vec<(NewPolicy, Option<Vec<u8>>)>;
+/// The policies to build, in chain order, each with its section name and
+/// configuration.
+type Plan = Vec<(NewPolicy, &'static str, Option<Vec<u8>>)>;
 
-/// Splits `switchyard.wasm`'s configuration into its sections; `None` (after
-/// one log line naming the key) when it is invalid.
-fn plan_sections(config: Option<&[u8]>) -> Option<Plan> {
+/// A plan and the chain's own `path_normalization`, if its top level set one.
+type PlanWithPath = (Plan, Option<PathNormalization>);
+
+/// Splits `switchyard.wasm`'s configuration into its sections and the
+/// chain's path setting; `None` (after one log line naming the key) when it
+/// is invalid.
+fn plan_sections(config: Option<&[u8]>) -> Option<PlanWithPath> {
     let parsed = match config {
         Some(bytes) if !bytes.is_empty() => Sections::from_json(bytes),
-        _ => Ok(Sections(Vec::new())),
+        _ => Ok(Sections {
+            sections: Vec::new(),
+            path_normalization: None,
+        }),
     };
     let sections = match parsed {
         Ok(s) => s,
@@ -246,7 +260,7 @@ fn plan_sections(config: Option<&[u8]>) -> Option<Plan> {
             return None;
         }
     };
-    if sections.0.is_empty() {
+    if sections.sections.is_empty() {
         host::log(
             Level::Warn,
             "switchyard: no auth, router, timeouts or shadow section: every request passes untouched",
@@ -260,13 +274,12 @@ fn plan_sections(config: Option<&[u8]>) -> Option<Plan> {
             Section::Shadow => |h| Box::new(crate::shadow::ShadowRoot::new(h)),
         }
     };
-    Some(
-        sections
-            .0
-            .into_iter()
-            .map(|(p, c)| (new(p), Some(c)))
-            .collect(),
-    )
+    let plan = sections
+        .sections
+        .into_iter()
+        .map(|(p, c)| (new(p), p.section(), Some(c)))
+        .collect();
+    Some((plan, sections.path_normalization))
 }
 
 /// Which configuration the root reads.
@@ -276,7 +289,7 @@ enum Mode {
     Single(NewPolicy),
     /// `switchyard.wasm`: `{"auth": …, "router": …, "timeouts": …, "shadow": …}`.
     /// (A function pointer, so that single filters do not link every policy.)
-    Sections(fn(Option<&[u8]>) -> Option<Plan>),
+    Sections(fn(Option<&[u8]>) -> Option<PlanWithPath>),
 }
 
 pub struct ChainRoot {
@@ -284,6 +297,8 @@ pub struct ChainRoot {
     shared: Rc<Shared>,
     policies: Vec<Box<dyn Policy>>,
     configured: Cell<bool>,
+    /// Run before the first policy of every request.
+    path: Option<Rc<PathGuard>>,
 }
 
 impl ChainRoot {
@@ -293,6 +308,7 @@ impl ChainRoot {
             shared: Rc::default(),
             policies: Vec::new(),
             configured: Cell::new(false),
+            path: None,
         }
     }
 
@@ -306,11 +322,14 @@ impl ChainRoot {
         Self::new(Mode::Sections(plan_sections))
     }
 
-    fn build(&mut self, sections: Plan) -> bool {
+    /// Builds the policies and settles the one path setting they share;
+    /// false (after one log line) when any configuration is invalid.
+    fn build(&mut self, sections: Plan, top: Option<PathNormalization>) -> bool {
         self.shared = Rc::default();
         self.shared.ticks.borrow_mut().slots = vec![Slot::default(); sections.len()];
         self.policies.clear();
-        for (slot, (section, config)) in sections.into_iter().enumerate() {
+        let mut names = Vec::with_capacity(sections.len());
+        for (slot, (section, name, config)) in sections.into_iter().enumerate() {
             let handle = Handle {
                 shared: self.shared.clone(),
                 slot,
@@ -319,9 +338,26 @@ impl ChainRoot {
             if !policy.configure(config.as_deref()) {
                 return false;
             }
+            names.push(name);
             self.policies.push(policy);
         }
-        true
+        let declared = names
+            .iter()
+            .zip(&self.policies)
+            .map(|(name, p)| (*name, p.path_normalization()));
+        match PathNormalization::settle(top, declared) {
+            Ok(path) => {
+                self.path = (!self.policies.is_empty()).then(|| Rc::new(PathGuard::new(path)));
+                true
+            }
+            Err(err) => {
+                host::log(
+                    Level::Error,
+                    &format!("switchyard: invalid configuration: {err}"),
+                );
+                false
+            }
+        }
     }
 }
 
@@ -343,14 +379,14 @@ impl Context for ChainRoot {
 impl RootContext for ChainRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
         let config = host::plugin_configuration().ok().flatten();
-        let sections = match self.mode {
-            Mode::Single(new) => vec![(new, config.filter(|c| !c.is_empty()))],
+        let (sections, top) = match self.mode {
+            Mode::Single(new) => (vec![(new, "", config.filter(|c| !c.is_empty()))], None),
             Mode::Sections(plan) => match plan(config.as_deref()) {
-                Some(sections) => sections,
+                Some(planned) => planned,
                 None => return false,
             },
         };
-        let ok = self.build(sections);
+        let ok = self.build(sections, top);
         self.configured.set(ok);
         ok
     }
@@ -391,6 +427,7 @@ impl RootContext for ChainRoot {
         };
         Some(Box::new(ChainStream {
             shared: self.shared.clone(),
+            path: self.path.clone(),
             context_id,
             stages: Rc::new(RefCell::new(Stages {
                 streams,
@@ -408,6 +445,7 @@ impl RootContext for ChainRoot {
 
 pub struct ChainStream {
     shared: Rc<Shared>,
+    path: Option<Rc<PathGuard>>,
     context_id: u32,
     stages: Rc<RefCell<Stages>>,
 }
@@ -460,6 +498,9 @@ impl HttpContext for ChainStream {
         if let Ok(mut st) = self.stages.try_borrow_mut() {
             st.num_headers = num_headers;
             st.end_of_stream = end_of_stream;
+        }
+        if let Some(Action::Pause) = self.path.as_ref().map(|p| p.check()) {
+            return Action::Pause;
         }
         self.shared
             .run_request_headers(self.context_id, &self.stages, 0)

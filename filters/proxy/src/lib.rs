@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod chain;
 pub mod host;
+pub(crate) mod path;
 pub mod router;
 pub mod shadow;
 pub mod timeouts;
@@ -49,6 +50,27 @@ pub(crate) fn fetch_request_headers(
         }
     }
     headers
+}
+
+/// As [`fetch_request_headers`], but every value of a repeated header (one
+/// read of the whole map): a credential check must see them all, since the
+/// upstream does.
+pub(crate) fn fetch_request_headers_repeated(
+    names: &[String],
+    errors: host::Counter,
+) -> switchyard_core::HeaderList {
+    match host::header_pairs(host::Headers::Request) {
+        Ok(pairs) => switchyard_core::HeaderList(
+            pairs
+                .into_iter()
+                .filter(|(k, _)| names.iter().any(|n| n == k))
+                .collect(),
+        ),
+        Err(_) => {
+            errors.increment();
+            fetch_request_headers(names, errors)
+        }
+    }
 }
 
 thread_local! {

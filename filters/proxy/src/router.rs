@@ -38,6 +38,10 @@ impl RouterRoot {
 }
 
 impl Policy for RouterRoot {
+    fn path_normalization(&self) -> Option<switchyard_core::path::PathNormalization> {
+        self.shared.as_ref()?.router.path_normalization
+    }
+
     fn configure(&mut self, config: Option<&[u8]>) -> bool {
         let Some(router) = crate::configure(NAME, "default_version is", config, Router::from_json)
         else {

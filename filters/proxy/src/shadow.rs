@@ -119,6 +119,10 @@ impl ShadowRoot {
 }
 
 impl Policy for ShadowRoot {
+    fn path_normalization(&self) -> Option<switchyard_core::path::PathNormalization> {
+        self.shared.as_ref()?.shadow.path_normalization
+    }
+
     fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize) {
         if let Some(shared) = &self.shared {
             shared.on_shadow_response(token, num_headers, body_size);

@@ -110,6 +110,10 @@ impl TimeoutsRoot {
 }
 
 impl Policy for TimeoutsRoot {
+    fn path_normalization(&self) -> Option<switchyard_core::path::PathNormalization> {
+        self.shared.as_ref()?.timeouts.path_normalization
+    }
+
     fn configure(&mut self, config: Option<&[u8]>) -> bool {
         let Some(timeouts) = crate::configure(
             NAME,

@@ -24,6 +24,10 @@ pub struct AuthConfig {
     /// Tokens longer than this are rejected before any parsing.
     #[serde(default = "default_max_token_bytes")]
     pub max_token_bytes: usize,
+    /// How the path is normalised before any rule sees it; applied by the
+    /// filter once, before every policy (see `switchyard_core::path`).
+    #[serde(default)]
+    pub path_normalization: Option<crate::path::PathNormalization>,
 }
 
 fn default_cache_entries() -> usize {

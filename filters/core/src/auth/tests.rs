@@ -931,3 +931,75 @@ fn denial_bodies_name_the_reason_only() {
         "{\"error\":\"forbidden\",\"reason\":\"claims_mismatch\"}\n"
     );
 }
+
+#[test]
+fn a_credential_sent_twice_is_ambiguous_and_refused() {
+    let mut host = Host::new(auth(json!({})));
+    let good = mint(Algorithm::RS256);
+    let ambiguous = Some((401, Reason::AmbiguousCredential));
+    // The valid key first: Envoy shows a filter only the first value, the
+    // upstream gets both.
+    let two_keys = get("/x")
+        .with("x-api-key", "s3cret-key")
+        .with("x-api-key", "forged");
+    assert_eq!(denied(&host.verdict(&two_keys)), ambiguous);
+    let same_twice = get("/x")
+        .with("x-api-key", "s3cret-key")
+        .with("x-api-key", "s3cret-key");
+    assert_eq!(denied(&host.verdict(&same_twice)), ambiguous);
+    let two_bearers = bearer("/x", &good).with("authorization", "Bearer forged");
+    assert_eq!(denied(&host.verdict(&two_bearers)), ambiguous);
+    // Envoy joins a repeated `authorization` into one value.
+    let joined = get("/x").with("authorization", format!("Bearer {good},Bearer forged"));
+    assert_eq!(denied(&host.verdict(&joined)), ambiguous);
+    let joined_basic = get("/x").with("authorization", "Basic YWxpY2U6d29uZGVybGFuZA==,Basic eA==");
+    assert_eq!(denied(&host.verdict(&joined_basic)), ambiguous);
+    let two_basics = get("/x")
+        .with("authorization", "Basic YWxpY2U6d29uZGVybGFuZA==")
+        .with("authorization", "Basic YWxpY2U6d29uZGVybGFuZA==");
+    assert_eq!(denied(&host.verdict(&two_basics)), ambiguous);
+    // A header token and a cookie token that disagree; the same token in both is one credential.
+    let disagree = bearer("/x", &good).with("cookie", "session=other.token.here");
+    assert_eq!(denied(&host.verdict(&disagree)), ambiguous);
+    let agree = bearer("/x", &good).with("cookie", format!("session={good}"));
+    assert_eq!(allowed_as(&host.verdict(&agree)).as_deref(), Some("jason"));
+    // A cookie set twice, in one header or in two.
+    let cookie_twice = get("/x").with("cookie", format!("session={good}; session=x"));
+    assert_eq!(denied(&host.verdict(&cookie_twice)), ambiguous);
+    let two_cookie_headers = get("/x")
+        .with("cookie", format!("session={good}"))
+        .with("cookie", "session=x");
+    assert_eq!(denied(&host.verdict(&two_cookie_headers)), ambiguous);
+    // Other cookies and headers may repeat.
+    let fine = bearer("/x", &good)
+        .with("cookie", "a=1; a=2")
+        .with("cookie", "b=3")
+        .with("accept", "a")
+        .with("accept", "b");
+    assert_eq!(allowed_as(&host.verdict(&fine)).as_deref(), Some("jason"));
+    // Anonymous rules read no credential.
+    let public = HeaderList::from_pairs([(":method", "GET"), (":path", "/public/x")])
+        .with("x-api-key", "a")
+        .with("x-api-key", "b");
+    assert!(matches!(
+        host.verdict(&public),
+        Verdict::Allow { identity: None, .. }
+    ));
+    assert_eq!(Reason::AmbiguousCredential.as_str(), "ambiguous_credential");
+}
+
+#[test]
+fn a_query_token_given_twice_is_ambiguous() {
+    let mut c = config(json!({}));
+    c["providers"][0]["jwt"]["from"] = json!([{"query": "access_token"}]);
+    let mut host = Host::new(Auth::from_json(c.to_string().as_bytes()).unwrap());
+    let good = mint(Algorithm::RS256);
+    assert_eq!(
+        allowed_as(&host.verdict(&get(&format!("/x?access_token={good}")))).as_deref(),
+        Some("jason")
+    );
+    assert_eq!(
+        denied(&host.verdict(&get(&format!("/x?access_token={good}&access_token=x")))),
+        Some((401, Reason::AmbiguousCredential))
+    );
+}

@@ -27,6 +27,10 @@ pub struct ShadowConfig {
     /// Behaviour in front of a shadow target.
     #[serde(default)]
     pub receiver: Option<ReceiverConfig>,
+    /// How the path is normalised before any rule sees it; applied by the
+    /// filter once, before every policy (see `switchyard_core::path`).
+    #[serde(default)]
+    pub path_normalization: Option<crate::path::PathNormalization>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -21,6 +21,10 @@ pub struct TimeoutsConfig {
     /// The header whose value decides fault sampling (default `x-request-id`).
     #[serde(default)]
     pub sample_by: Option<String>,
+    /// How the path is normalised before any rule sees it; applied by the
+    /// filter once, before every policy (see `switchyard_core::path`).
+    #[serde(default)]
+    pub path_normalization: Option<crate::path::PathNormalization>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,0 +1,419 @@
+//! The path every rule decides on: the request path as the upstream will act
+//! on it, not as the client spelled it.
+//!
+//! `/public/../admin`, `/public/%2e%2e/admin` and `/public//../admin` all
+//! start with `/public/`, and most servers serve `/admin` for them. So every
+//! policy matches on the RFC 3986 normal form (percent-encoded unreserved
+//! characters decoded, repeated slashes merged, dot segments removed), and
+//! the filter forwards that form, so the upstream receives exactly the path
+//! that was decided on.
+//!
+//! Some spellings have no one meaning: servers disagree on whether `%2F` is a
+//! separator, whether `\` is one, whether `;` starts parameters. Those are
+//! [`Ambiguity`]s: refused with 400 by default, or (with `"ambiguous":
+//! "normalize"`) resolved the way the most permissive server would and
+//! forwarded in that form. Bytes no server should see (control characters,
+//! broken percent-encoding) are refused in either mode.
+
+use crate::config::ConfigError;
+use serde::Deserialize;
+
+/// `path_normalization`: one setting for every policy of a filter.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PathNormalization {
+    /// What to do with a path whose meaning depends on the server.
+    #[serde(default)]
+    pub ambiguous: AmbiguousPaths,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AmbiguousPaths {
+    /// Answer 400.
+    #[default]
+    Reject,
+    /// `%2F`, `%5C` and `\` become `/`, `;` parameters and a `#` fragment
+    /// are dropped, and the result is normalised and forwarded.
+    Normalize,
+}
+
+/// Why a path was refused; each has its own counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ambiguity {
+    /// `%2F` or `%5C`: a separator to some servers, a character to others.
+    EncodedSlash,
+    /// `\`: a separator to Windows servers and some frameworks.
+    Backslash,
+    /// `;`: path parameters to Java servers (`/public;x=1/../admin`).
+    PathParameter,
+    /// `#`: a fragment never belongs in a request path.
+    Fragment,
+    /// A control byte or NUL, raw or percent-encoded (refused in every mode).
+    ControlByte,
+    /// `%` not followed by two hex digits (refused in every mode).
+    BadPercentEncoding,
+}
+
+impl Ambiguity {
+    pub const ALL: [Ambiguity; 6] = [
+        Ambiguity::EncodedSlash,
+        Ambiguity::Backslash,
+        Ambiguity::PathParameter,
+        Ambiguity::Fragment,
+        Ambiguity::ControlByte,
+        Ambiguity::BadPercentEncoding,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ambiguity::EncodedSlash => "encoded_slash",
+            Ambiguity::Backslash => "backslash",
+            Ambiguity::PathParameter => "path_parameter",
+            Ambiguity::Fragment => "fragment",
+            Ambiguity::ControlByte => "control_byte",
+            Ambiguity::BadPercentEncoding => "bad_percent_encoding",
+        }
+    }
+
+    /// Index into [`Ambiguity::ALL`], for per-reason counters.
+    pub fn index(self) -> usize {
+        Ambiguity::ALL.iter().position(|a| *a == self).unwrap_or(0)
+    }
+
+    /// True for what no mode can turn into a path.
+    pub fn always_refused(self) -> bool {
+        matches!(self, Ambiguity::ControlByte | Ambiguity::BadPercentEncoding)
+    }
+
+    /// The JSON body of the 400 answer.
+    pub fn body(self) -> String {
+        format!(
+            r#"{{"error":"ambiguous_path","reason":"{}"}}"#,
+            self.as_str()
+        )
+    }
+}
+
+impl PathNormalization {
+    /// The one setting for a filter: the chain's own (`top`), or what the
+    /// policies that set one agree on, or the safe default. A policy may
+    /// repeat the setting (a single filter's configuration moved into the
+    /// chain as it is) but not contradict it.
+    pub fn settle<'a>(
+        top: Option<Self>,
+        declared: impl IntoIterator<Item = (&'a str, Option<Self>)>,
+    ) -> Result<Self, ConfigError> {
+        let mut settled = top;
+        for (section, own) in declared {
+            match (settled, own) {
+                (Some(a), Some(b)) if a != b => {
+                    return Err(ConfigError::new(
+                        format!("{section}.path_normalization"),
+                        "differs from another path_normalization in this chain; set it once, at the top level",
+                    ))
+                }
+                (None, own) => settled = own,
+                _ => {}
+            }
+        }
+        Ok(settled.unwrap_or_default())
+    }
+
+    /// The path to decide on and forward: `Ok(None)` when `raw` is already in
+    /// normal form, `Ok(Some(normal))` when it must be rewritten. The query
+    /// string is kept as sent.
+    pub fn normalize(&self, raw: &[u8]) -> Result<Option<Vec<u8>>, Ambiguity> {
+        let split = raw.iter().position(|&b| b == b'?').unwrap_or(raw.len());
+        let (path, query) = raw.split_at(split);
+        // `*` (OPTIONS) and absolute forms are not paths to match on.
+        if !path.starts_with(b"/") {
+            return check_bytes(path).map(|()| None);
+        }
+        let resolve = self.ambiguous == AmbiguousPaths::Normalize;
+        let decoded = decode(path, resolve)?;
+        let normal = remove_dot_segments(&decoded);
+        if normal == path {
+            return Ok(None);
+        }
+        let mut out = normal;
+        out.extend_from_slice(query);
+        Ok(Some(out))
+    }
+}
+
+/// Refuses control bytes and broken escapes in a non-path target.
+fn check_bytes(target: &[u8]) -> Result<(), Ambiguity> {
+    if target.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        return Err(Ambiguity::ControlByte);
+    }
+    Ok(())
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Decodes percent-encoded unreserved bytes, upper-cases the hex of the
+/// rest, merges repeated slashes; `resolve` settles ambiguities instead of
+/// refusing them.
+fn decode(path: &[u8], resolve: bool) -> Result<Vec<u8>, Ambiguity> {
+    let mut out = Vec::with_capacity(path.len());
+    let push_slash = |out: &mut Vec<u8>| {
+        if out.last() != Some(&b'/') {
+            out.push(b'/');
+        }
+    };
+    let mut i = 0;
+    while i < path.len() {
+        let b = path[i];
+        match b {
+            0..=0x1f | 0x7f => return Err(Ambiguity::ControlByte),
+            b'%' => {
+                let (Some(hi), Some(lo)) = (
+                    path.get(i + 1).copied().and_then(hex),
+                    path.get(i + 2).copied().and_then(hex),
+                ) else {
+                    return Err(Ambiguity::BadPercentEncoding);
+                };
+                let c = hi << 4 | lo;
+                i += 3;
+                match c {
+                    0..=0x1f | 0x7f => return Err(Ambiguity::ControlByte),
+                    b'/' | b'\\' if resolve => push_slash(&mut out),
+                    b'/' | b'\\' => return Err(Ambiguity::EncodedSlash),
+                    c if is_unreserved(c) => out.push(c),
+                    c => {
+                        const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                        out.extend_from_slice(&[
+                            b'%',
+                            HEX[usize::from(c >> 4)],
+                            HEX[usize::from(c & 15)],
+                        ]);
+                    }
+                }
+                continue;
+            }
+            b'\\' if resolve => push_slash(&mut out),
+            b'\\' => return Err(Ambiguity::Backslash),
+            b';' if resolve => {
+                // Parameters run to the end of their segment.
+                while i < path.len() && path[i] != b'/' {
+                    i += 1;
+                }
+                continue;
+            }
+            b';' => return Err(Ambiguity::PathParameter),
+            b'#' if resolve => break,
+            b'#' => return Err(Ambiguity::Fragment),
+            b'/' => push_slash(&mut out),
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    Ok(out)
+}
+
+/// RFC 3986 §5.2.4 on an absolute path whose slashes are already merged.
+fn remove_dot_segments(path: &[u8]) -> Vec<u8> {
+    let mut segments: Vec<&[u8]> = Vec::new();
+    let mut parts = path[1..].split(|&b| b == b'/').peekable();
+    // A trailing `.` or `..` leaves the path ending in `/`, as a directory.
+    let mut trailing_slash = false;
+    while let Some(segment) = parts.next() {
+        let last = parts.peek().is_none();
+        match segment {
+            b"." => trailing_slash = last,
+            b".." => {
+                segments.pop();
+                trailing_slash = last;
+            }
+            s => {
+                segments.push(s);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(path.len());
+    for s in &segments {
+        out.push(b'/');
+        out.extend_from_slice(s);
+    }
+    if out.is_empty() || trailing_slash {
+        out.push(b'/');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strict(raw: &str) -> Result<String, Ambiguity> {
+        PathNormalization::default()
+            .normalize(raw.as_bytes())
+            .map(|n| String::from_utf8(n.unwrap_or_else(|| raw.as_bytes().to_vec())).unwrap())
+    }
+
+    fn lenient(raw: &str) -> Result<String, Ambiguity> {
+        let p = PathNormalization {
+            ambiguous: AmbiguousPaths::Normalize,
+        };
+        p.normalize(raw.as_bytes())
+            .map(|n| String::from_utf8(n.unwrap_or_else(|| raw.as_bytes().to_vec())).unwrap())
+    }
+
+    #[test]
+    fn the_reported_bypasses_are_decided_on_the_path_the_upstream_serves() {
+        assert_eq!(strict("/public/../admin/users").unwrap(), "/admin/users");
+        assert_eq!(strict("/public/%2e%2e/admin").unwrap(), "/admin");
+        assert_eq!(strict("/public/%2E%2e/admin").unwrap(), "/admin");
+        assert_eq!(strict("/public/..\\admin"), Err(Ambiguity::Backslash));
+        assert_eq!(strict("/public/;/../admin"), Err(Ambiguity::PathParameter));
+        assert_eq!(lenient("/public/..\\admin").unwrap(), "/admin");
+        assert_eq!(lenient("/public/;/../admin").unwrap(), "/admin");
+        assert_eq!(lenient("/public;x=1/../admin").unwrap(), "/admin");
+    }
+
+    #[test]
+    fn a_normal_path_is_left_alone() {
+        for p in [
+            "/",
+            "/a",
+            "/a/b/",
+            "/a%20b",
+            "/%C3%A9t%C3%A9",
+            "/a?x=../..;%2F",
+            "*",
+        ] {
+            assert_eq!(
+                PathNormalization::default().normalize(p.as_bytes()),
+                Ok(None),
+                "{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn rfc_3986_normal_form() {
+        assert_eq!(strict("//a///b").unwrap(), "/a/b");
+        assert_eq!(strict("/a/./b/.").unwrap(), "/a/b/");
+        assert_eq!(strict("/a/b/..").unwrap(), "/a/");
+        assert_eq!(strict("/../../x").unwrap(), "/x");
+        assert_eq!(strict("/..").unwrap(), "/");
+        assert_eq!(
+            strict("/a/..b/c.").unwrap(),
+            "/a/..b/c.",
+            "not dot segments"
+        );
+        // Merged before resolving, as the upstream that merges them does.
+        assert_eq!(strict("/public//../admin").unwrap(), "/admin");
+        assert_eq!(strict("/%7Euser/%61").unwrap(), "/~user/a");
+        assert_eq!(strict("/a%3fb%2a").unwrap(), "/a%3Fb%2A");
+        assert_eq!(strict("/a/../b?q=/../x").unwrap(), "/b?q=/../x");
+    }
+
+    #[test]
+    fn ambiguities_are_refused_or_resolved_as_configured() {
+        for (raw, why, resolved) in [
+            ("/public/%2F../admin", Ambiguity::EncodedSlash, "/admin"),
+            ("/public%2f..%2fadmin", Ambiguity::EncodedSlash, "/admin"),
+            ("/public/%5c../admin", Ambiguity::EncodedSlash, "/admin"),
+            ("/public\\x", Ambiguity::Backslash, "/public/x"),
+            ("/a;jsessionid=1", Ambiguity::PathParameter, "/a"),
+            ("/public/x#/../../admin", Ambiguity::Fragment, "/public/x"),
+        ] {
+            assert_eq!(strict(raw), Err(why), "{raw}");
+            assert_eq!(lenient(raw).as_deref(), Ok(resolved), "{raw}");
+        }
+    }
+
+    #[test]
+    fn control_bytes_and_broken_escapes_are_refused_in_every_mode() {
+        for (raw, why) in [
+            ("/a\0b", Ambiguity::ControlByte),
+            ("/a%00", Ambiguity::ControlByte),
+            ("/a%0d%0aX: y", Ambiguity::ControlByte),
+            ("/a\x7f", Ambiguity::ControlByte),
+            ("/a%", Ambiguity::BadPercentEncoding),
+            ("/a%2", Ambiguity::BadPercentEncoding),
+            ("/a%zz", Ambiguity::BadPercentEncoding),
+        ] {
+            assert_eq!(strict(raw), Err(why), "{raw:?}");
+            assert_eq!(lenient(raw), Err(why), "{raw:?}");
+            assert!(why.always_refused());
+        }
+    }
+
+    #[test]
+    fn normalising_twice_changes_nothing() {
+        for raw in [
+            "/public/%2e%2e/admin",
+            "//a/./b/../c/",
+            "/%7e/%41%3a",
+            "/x\\..\\y;z",
+        ] {
+            if let Ok(once) = lenient(raw) {
+                assert_eq!(lenient(&once).unwrap(), once, "{raw}");
+                assert_eq!(strict(&once).unwrap(), once, "{raw}");
+            }
+        }
+    }
+
+    #[test]
+    fn one_setting_per_filter() {
+        let lenient = PathNormalization {
+            ambiguous: AmbiguousPaths::Normalize,
+        };
+        let safe = PathNormalization::default();
+        assert_eq!(
+            PathNormalization::settle(None, []).unwrap(),
+            safe,
+            "safe by default"
+        );
+        assert_eq!(
+            PathNormalization::settle(None, [("auth", None), ("router", Some(lenient))]).unwrap(),
+            lenient
+        );
+        assert_eq!(
+            PathNormalization::settle(Some(lenient), [("router", Some(lenient))]).unwrap(),
+            lenient
+        );
+        let err =
+            PathNormalization::settle(Some(lenient), [("auth", None), ("router", Some(safe))])
+                .unwrap_err();
+        assert_eq!(err.field, "router.path_normalization", "{err}");
+    }
+
+    #[test]
+    fn the_setting_is_part_of_every_policy_configuration() {
+        use crate::config::from_json;
+        let cfg: crate::router::RouterConfig = from_json(
+            br#"{"default_version": "v1", "path_normalization": {"ambiguous": "normalize"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.path_normalization,
+            Some(PathNormalization {
+                ambiguous: AmbiguousPaths::Normalize
+            })
+        );
+        let err = crate::router::Router::from_json(
+            br#"{"default_version": "v1", "path_normalization": {"ambiguous": "allow"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "path_normalization.ambiguous", "{err}");
+        let err = crate::timeouts::Timeouts::from_json(br#"{"path_normalization": {"mode": "x"}}"#)
+            .unwrap_err();
+        assert!(err.message.contains("unknown field"), "{err}");
+    }
+}
