@@ -401,3 +401,41 @@ fn the_envoy_filter_patch_runs_in_envoy() {
     let (_, resp) = send(client().get(&envoy.url("/")).set("x-version", "v2"));
     assert_eq!(resp.header("x-echo-version"), Some("v1"));
 }
+
+#[test]
+fn every_bootstrap_has_envoy_normalise_paths_and_every_istio_manifest_says_what_it_relies_on() {
+    let dir = paths::project_root().join("envoy-config");
+    let mut bootstraps = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|x| x != "yaml") {
+            continue;
+        }
+        let b = Bootstrap::load(&path);
+        let hcm =
+            b.0.pointer("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config")
+                .unwrap_or_else(|| panic!("{}: no connection manager", path.display()));
+        assert_eq!(hcm["normalize_path"], true, "{}", path.display());
+        assert_eq!(hcm["merge_slashes"], true, "{}", path.display());
+        assert_eq!(
+            hcm["path_with_escaped_slashes_action"],
+            "REJECT_REQUEST",
+            "{}",
+            path.display()
+        );
+        bootstraps += 1;
+    }
+    assert!(bootstraps >= 5);
+    let istio = dir.join("istio");
+    for entry in std::fs::read_dir(&istio).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        if text.contains("wasm") || text.contains("Wasm") {
+            assert!(
+                text.contains("pathNormalization BASE"),
+                "{} runs a filter and does not say which path normalisation it relies on",
+                path.display()
+            );
+        }
+    }
+}
