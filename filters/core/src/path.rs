@@ -417,3 +417,88 @@ mod tests {
         assert!(err.message.contains("unknown field"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Paths built from the pieces that matter: separators, dots, escapes
+    /// (valid, broken, of slashes and controls), `;`, `\`, `#`, `?`, letters.
+    fn hostile_path() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(b"/".to_vec()),
+            Just(b"//".to_vec()),
+            Just(b".".to_vec()),
+            Just(b"..".to_vec()),
+            Just(b"%2e".to_vec()),
+            Just(b"%2E%2e".to_vec()),
+            Just(b"%2f".to_vec()),
+            Just(b"%5C".to_vec()),
+            Just(b"%41".to_vec()),
+            Just(b"%3a".to_vec()),
+            Just(b"%".to_vec()),
+            Just(b"%0".to_vec()),
+            Just(b"%00".to_vec()),
+            Just(b"\\".to_vec()),
+            Just(b";x=1".to_vec()),
+            Just(b"#f".to_vec()),
+            Just(b"?q=/../".to_vec()),
+            Just(b"admin".to_vec()),
+            Just(b"public".to_vec()),
+            any::<u8>().prop_map(|b| vec![b]),
+        ];
+        proptest::collection::vec(piece, 0..24).prop_map(|pieces| {
+            let mut p = b"/".to_vec();
+            pieces.into_iter().for_each(|x| p.extend(x));
+            p
+        })
+    }
+
+    fn is_normal(path: &[u8]) -> bool {
+        let path = &path[..path.iter().position(|&b| b == b'?').unwrap_or(path.len())];
+        path.starts_with(b"/")
+            && !path.windows(2).any(|w| w == b"//")
+            && !path.split(|&b| b == b'/').any(|s| s == b"." || s == b"..")
+            && !path
+                .iter()
+                .any(|&b| b < 0x20 || b == 0x7f || b == b'\\' || b == b';' || b == b'#')
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// Whatever is forwarded is in normal form and stays as it is.
+        #[test]
+        fn what_is_forwarded_is_normal_and_stable(raw in hostile_path()) {
+            for mode in [AmbiguousPaths::Reject, AmbiguousPaths::Normalize] {
+                let p = PathNormalization { ambiguous: mode };
+                if let Ok(out) = p.normalize(&raw) {
+                    let forwarded = out.unwrap_or_else(|| raw.clone());
+                    prop_assert!(is_normal(&forwarded), "{:?} -> {:?}", String::from_utf8_lossy(&raw), String::from_utf8_lossy(&forwarded));
+                    prop_assert_eq!(p.normalize(&forwarded), Ok(None));
+                }
+            }
+        }
+
+        /// Where the strict mode accepts a path, the lenient one decides the same.
+        #[test]
+        fn the_modes_agree_where_both_accept(raw in hostile_path()) {
+            let strict = PathNormalization::default().normalize(&raw);
+            let lenient = PathNormalization { ambiguous: AmbiguousPaths::Normalize }.normalize(&raw);
+            if let Ok(s) = strict {
+                prop_assert_eq!(lenient, Ok(s));
+            } else if let (Err(why), Ok(_)) = (strict, lenient) {
+                // Refused only for what the lenient mode can settle.
+                prop_assert!(!why.always_refused(), "{:?}", why);
+            }
+        }
+
+        /// No input panics, however odd.
+        #[test]
+        fn arbitrary_bytes_never_panic(raw in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = PathNormalization::default().normalize(&raw);
+            let _ = PathNormalization { ambiguous: AmbiguousPaths::Normalize }.normalize(&raw);
+        }
+    }
+}
