@@ -156,3 +156,53 @@ fn sections_are_checked_by_their_own_filter() {
     h.filter(built("switchyard"), "{}").expect("accepted");
     assert_eq!(h.send(Request::get("/")).status(), Some(200));
 }
+
+#[test]
+fn every_policy_matches_on_the_claims_auth_verified() {
+    // One claim condition in the router, the timeouts and the shadow
+    // sections: each must see the claims auth verified (the timeouts and
+    // shadow policies once never did, and their rules silently never matched).
+    let mut c = config();
+    c["router"]["routes"] = json!([{"name": "jason-by-claim",
+        "match": {"claims": {"sub": {"exact": "jason"}}}, "version": "v2"}]);
+    c["timeouts"]["rules"] = json!([
+        {"name": "jason", "match": {"claims": {"sub": {"exact": "jason"}}}, "timeout_ms": 1500},
+        {"name": "default", "match": {}, "timeout_ms": 3000}]);
+    c["shadow"]["rules"] = json!([{"name": "jason", "match": {"claims": {"sub": {"exact": "jason"}}},
+        "percent": 100, "target_cluster": "shadow", "mode": "mirror"}]);
+    let mut h = Harness::new();
+    h.cluster("idp", idp(0))
+        .cluster("shadow", Cluster::default())
+        .upstream(Cluster::default());
+    h.filter(built("switchyard"), &c.to_string())
+        .expect("switchyard loads");
+    h.advance(10);
+    let ex = h.send(jason("/x"));
+    assert_eq!(ex.status(), Some(200));
+    assert_eq!(ex.upstream_header("x-version").as_deref(), Some("v2"));
+    assert_eq!(
+        ex.upstream_header("x-envoy-expected-rq-timeout-ms")
+            .as_deref(),
+        Some("1500"),
+        "the timeouts rule on the claim applied"
+    );
+    assert_eq!(
+        h.metric("switchyard.timeouts.rule.jason.timeout_set"),
+        Some(1)
+    );
+    assert_eq!(
+        h.metric("switchyard.shadow.jason.sampled"),
+        Some(1),
+        "mirrored by claim"
+    );
+    // Someone else matches none of the three.
+    let token = mint("RS256", &claims("kim", NOW_S));
+    let ex = h.send(Request::get("/x").header("authorization", format!("Bearer {token}")));
+    assert_eq!(ex.upstream_header("x-version").as_deref(), Some("v1"));
+    assert_eq!(
+        ex.upstream_header("x-envoy-expected-rq-timeout-ms")
+            .as_deref(),
+        Some("3000")
+    );
+    assert_eq!(h.metric("switchyard.shadow.jason.sampled"), Some(1));
+}

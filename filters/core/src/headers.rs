@@ -63,3 +63,25 @@ impl RequestHeaders for HeaderList {
             .for_each(|(_, v)| f(v));
     }
 }
+
+/// A request's headers with the claims an earlier filter verified: what
+/// every policy's `match` reads, so a `claims` condition means the same in
+/// each of them.
+pub struct WithClaims<'h, H: ?Sized> {
+    pub headers: &'h H,
+    pub claims: Option<serde_json::Value>,
+}
+
+impl<H: RequestHeaders + ?Sized> RequestHeaders for WithClaims<'_, H> {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.header(name)
+    }
+
+    fn each_value(&self, name: &str, f: &mut dyn FnMut(&[u8])) {
+        self.headers.each_value(name, f);
+    }
+
+    fn claims(&self) -> Option<&serde_json::Value> {
+        self.claims.as_ref()
+    }
+}

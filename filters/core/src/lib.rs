@@ -19,4 +19,4 @@ pub mod shadow;
 pub mod timeouts;
 
 pub use config::ConfigError;
-pub use headers::{HeaderList, RequestHeaders};
+pub use headers::{HeaderList, RequestHeaders, WithClaims};

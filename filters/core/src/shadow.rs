@@ -189,6 +189,12 @@ impl Shadow {
         &self.header_names
     }
 
+    /// True when a rule matches on verified claims, so the host fetches
+    /// them only then.
+    pub fn reads_claims(&self) -> bool {
+        self.rules.iter().any(|r| r.matcher.reads_claims())
+    }
+
     pub fn cluster_header(&self) -> &str {
         &self.cluster_header
     }

@@ -237,6 +237,13 @@ impl Timeouts {
         &self.header_names
     }
 
+    /// True when a rule or fault matches on verified claims, so the host
+    /// fetches them only then.
+    pub fn reads_claims(&self) -> bool {
+        self.rules.iter().any(|r| r.matcher.reads_claims())
+            || self.faults.iter().any(|f| f.matcher.reads_claims())
+    }
+
     /// The first rule matching the request.
     pub fn rule(&self, req: &(impl RequestHeaders + ?Sized)) -> Option<&Rule> {
         self.rules.iter().find(|r| r.matcher.matches(req))

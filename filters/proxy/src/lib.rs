@@ -73,6 +73,19 @@ pub(crate) fn fetch_request_headers_repeated(
     }
 }
 
+/// The claims the auth policy verified for this request (the
+/// `switchyard.claims` property), when `wanted`: a policy that matches on
+/// claims reads them from here, whichever policy it is.
+pub(crate) fn verified_claims(wanted: bool) -> Option<serde_json::Value> {
+    if !wanted {
+        return None;
+    }
+    host::property(switchyard_core::claims::CLAIMS_PROPERTY)
+        .ok()
+        .flatten()
+        .and_then(|bytes| switchyard_core::json::parse_strict(&bytes).ok())
+}
+
 thread_local! {
     static SPLIT_DRAW: std::cell::Cell<u64> = std::cell::Cell::new(fastrand::u64(..));
 }

@@ -5,8 +5,6 @@ use crate::chain::{Policy, Stream};
 use crate::host::{self, Counter, Headers};
 use proxy_wasm::types::Action;
 use std::rc::Rc;
-use switchyard_core::claims::CLAIMS_PROPERTY;
-use switchyard_core::json::parse_strict;
 use switchyard_core::router::Router;
 use switchyard_core::RequestHeaders;
 
@@ -120,14 +118,7 @@ impl Stream for RouterStream {
                     (name.as_str(), value)
                 })
                 .collect(),
-            claims: if router.reads_claims() {
-                host::property(CLAIMS_PROPERTY)
-                    .ok()
-                    .flatten()
-                    .and_then(|bytes| parse_strict(&bytes).ok())
-            } else {
-                None
-            },
+            claims: crate::verified_claims(router.reads_claims()),
         };
         if failed {
             shared.header_errors.increment();

@@ -502,7 +502,13 @@ impl Stream for ShadowStream {
         if failed {
             shared.counters.header_errors.increment();
         }
-        let decisions = s.decide(&headers, crate::next_split_draw());
+        let decisions = s.decide(
+            &switchyard_core::WithClaims {
+                headers: &headers,
+                claims: crate::verified_claims(s.reads_claims()),
+            },
+            crate::next_split_draw(),
+        );
         for decision in [decisions.mirror, decisions.compare] {
             match decision {
                 Decision::None | Decision::NotSampled(_) => {}

@@ -312,7 +312,11 @@ impl Stream for TimeoutsStream {
             return Action::Continue;
         };
         let t = &shared.timeouts;
-        let headers = crate::fetch_request_headers(t.header_names(), shared.counters.header_errors);
+        let fetched = crate::fetch_request_headers(t.header_names(), shared.counters.header_errors);
+        let headers = switchyard_core::WithClaims {
+            headers: &fetched,
+            claims: crate::verified_claims(t.reads_claims()),
+        };
         let now_ns = host::now_ns();
         let now = now_ns / 1_000_000;
         // Whole milliseconds spent since arrival, from nanoseconds so that
