@@ -11,11 +11,12 @@ FILTERS       := version_router auth timeouts shadow switchyard
 export BUDGET_version_router := 300000
 export BUDGET_auth           := 600000
 export BUDGET_timeouts       := 300000
-# +10 kB for shadow and +15 kB for the chain: the path check every filter runs
-# first (normal form, ambiguous paths refused) cost each filter about 8 kB.
-export BUDGET_shadow         := 310000
-# The issue targets 700 kB for the chain; it is 726 kB (README, Measured, says what bounds it).
-export BUDGET_switchyard     := 735000
+# +15 kB for shadow and +20 kB for the chain: the path check every filter runs
+# first (normal form, ambiguous paths refused) cost each filter about 8 kB, reading
+# verified claims for match.claims 5 kB more in shadow, strict config maps 1 kB.
+export BUDGET_shadow         := 315000
+# The issue targets 700 kB for the chain; it is 730 kB (README, Measured, says what bounds it).
+export BUDGET_switchyard     := 740000
 # binaryen's wasm-opt from the npm registry, for the final size pass.
 BINARYEN_VERSION := 132.0.0
 WASM_OPT      := $(CURDIR)/.tools/node_modules/.bin/wasm-opt

@@ -1,6 +1,8 @@
 //! Parsing JSON configuration into typed values, with errors that name the field.
 
-use serde::de::DeserializeOwned;
+use serde::de::{self, DeserializeOwned, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// A configuration problem, located by a JSON-path-like field name
@@ -44,6 +46,38 @@ pub fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
         ConfigError::new("", format!("trailing data after the JSON value: {err}"))
     })?;
     Ok(value)
+}
+
+/// A JSON object as a map, refusing a key given twice: `serde`'s maps keep
+/// the last, so `{"end-user": {"exact": "a"}, "end-user": {"prefix": ""}}`
+/// would silently mean something other than what was read first. (Struct
+/// fields are already refused twice by `serde` itself.)
+pub(crate) fn unique_keys<'de, D, V>(d: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct Unique<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> Visitor<'de> for Unique<V> {
+        type Value = BTreeMap<String, V>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if out.contains_key(&key) {
+                    return Err(de::Error::custom(format!("duplicate key `{key}`")));
+                }
+                let value = map.next_value()?;
+                out.insert(key, value);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Unique(std::marker::PhantomData))
 }
 
 /// True for a lower-case HTTP header name Envoy will accept (RFC 9110 token).

@@ -38,15 +38,15 @@ pub struct MatchConfig {
     /// Any of these methods (case-sensitive, as HTTP methods are).
     #[serde(default)]
     pub method: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::config::unique_keys")]
     pub headers: BTreeMap<String, StringMatchConfig>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::config::unique_keys")]
     pub cookies: BTreeMap<String, StringMatchConfig>,
     /// Compared with the raw (not percent-decoded) parameter value.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::config::unique_keys")]
     pub query: BTreeMap<String, StringMatchConfig>,
     /// Conditions on the claims of a credential the auth filter verified.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::config::unique_keys")]
     pub claims: BTreeMap<String, ClaimMatchConfig>,
 }
 
@@ -386,6 +386,28 @@ mod tests {
             RequestMatch::compile(&cfg, "m").unwrap_err().field,
             "m.method"
         );
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_naming_it() {
+        let err = from_json::<MatchConfig>(
+            br#"{"headers": {"end-user": {"exact": "a"}, "end-user": {"prefix": ""}}}"#,
+        )
+        .unwrap_err();
+        assert!(err.message.contains("duplicate key `end-user`"), "{err}");
+        assert_eq!(err.field, "headers", "{err}");
+        for twice in [
+            br#"{"cookies": {"b": {"exact": "1"}, "b": {"exact": "2"}}}"#.as_slice(),
+            br#"{"query": {"q": {"exact": "1"}, "q": {"exact": "1"}}}"#,
+            br#"{"claims": {"sub": {"exact": "a"}, "sub": {"exact": "b"}}}"#,
+            br#"{"path": {"exact": "/a"}, "path": {"exact": "/b"}}"#,
+        ] {
+            assert!(
+                from_json::<MatchConfig>(twice).is_err(),
+                "{}",
+                String::from_utf8_lossy(twice)
+            );
+        }
     }
 
     #[test]

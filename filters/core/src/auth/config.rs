@@ -211,7 +211,7 @@ pub struct RuleConfig {
     #[serde(default)]
     pub require_any: Option<Vec<String>>,
     /// Conditions on the verified claims; failing them is 403.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::config::unique_keys")]
     pub claims: BTreeMap<String, ClaimMatchConfig>,
 }
 
@@ -224,7 +224,7 @@ pub struct IdentityConfig {
     #[serde(default = "default_from_claim")]
     pub from_claim: String,
     /// Header name → claim path; also removed from client requests.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::config::unique_keys")]
     pub claims_to_headers: BTreeMap<String, String>,
 }
 
