@@ -85,10 +85,11 @@ demo: setup build
 	$(CARGO) run --quiet --release -p switchyard-tests --bin demo
 
 ## bench: criterion benchmarks (harness vs native decisions), then the Envoy load benchmark
-## (bench/envoy-load.sh: installs wrk; writes bench/results.json and bench/results.md)
+## (bench/envoy-bench.sh: installs valgrind and wrk; instructions per request under callgrind,
+## then wrk; writes bench/results.json and bench/results.md). BENCH_ARGS="--only version_router" etc.
 bench: setup build
 	$(CARGO) bench -p switchyard-harness --bench router --bench auth --bench timeouts --bench shadow
-	bench/envoy-load.sh
+	bench/envoy-bench.sh $(BENCH_ARGS)
 
 ## oci: each filter as a reproducible OCI image layout (+ .tar) in target/oci, digests printed,
 ## WasmPlugin manifests copied there with sha256 pinned

