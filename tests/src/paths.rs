@@ -10,11 +10,13 @@ pub fn project_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A filter built by `make build`, e.g. `wasm("version_router")`.
+/// A filter built by `make build`, e.g. `wasm("version_router")`;
+/// `$SWITCHYARD_WASM_DIR` points at another build (to benchmark one against another).
 pub fn wasm(name: &str) -> PathBuf {
-    let path = project_root()
-        .join("target/wasm32-wasip1/release")
-        .join(format!("{name}.wasm"));
+    let dir = std::env::var_os("SWITCHYARD_WASM_DIR")
+        .map(|d| project_root().join(d))
+        .unwrap_or_else(|| project_root().join("target/wasm32-wasip1/release"));
+    let path = dir.join(format!("{name}.wasm"));
     assert!(
         path.exists(),
         "{} is missing: run `make build` first",

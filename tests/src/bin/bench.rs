@@ -77,8 +77,8 @@ fn main() {
                     requests,
                 );
                 eprintln!(
-                    "  {:<24} {:>9.0} instructions/request",
-                    case.name, count.instructions_per_request
+                    "  {:<24} {:>9.0} instructions/request on the worker, {:>9.0} on every thread",
+                    case.name, count.instructions_per_request, count.all_threads_per_request
                 );
                 counts
                     .lock()
