@@ -494,6 +494,30 @@ fn tokens_are_read_from_a_cookie_and_cached_until_expiry() {
 }
 
 #[test]
+fn a_cache_hit_needs_the_same_token_bytes_not_only_the_same_hash() {
+    let mut host = Host::new(auth(json!({})));
+    let good = mint(Algorithm::RS256);
+    let good_req = get("/x").with("authorization", format!("Bearer {good}"));
+    assert_eq!(
+        allowed_as(&host.verdict(&good_req)).as_deref(),
+        Some("jason")
+    );
+    // Forge a collision: the verified entry filed under another token's key.
+    let (head, signature) = good.rsplit_once('.').unwrap();
+    let forged = format!("{head}.{}", signature.replace('A', "B"));
+    assert_ne!(forged, good);
+    let entry = host.caches.tokens.map.values().next().unwrap().clone();
+    let forged_key = xxhash_rust::xxh3::xxh3_128_with_seed(forged.as_bytes(), 0);
+    host.caches.tokens.map.clear();
+    host.caches.tokens.insert(forged_key, entry);
+    let forged_req = get("/x").with("authorization", format!("Bearer {forged}"));
+    assert!(
+        denied(&host.verdict(&forged_req)).is_some(),
+        "a token whose hash matches a cached one is verified, not accepted"
+    );
+}
+
+#[test]
 fn host_verification_is_used_for_rsa_and_ecdsa_with_der_keys() {
     let mut host = Host::new(auth(json!({})));
     for (alg, pem, hash) in [
