@@ -2,7 +2,4 @@
 //! identity header. All decisions live in `switchyard-core`; this crate only
 //! registers the root.
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-    proxy_wasm::set_root_context(|_| Box::new(switchyard_proxy::auth::filter()));
-}}
+switchyard_proxy::export_filter!(switchyard_proxy::auth::filter; request_headers, http_call_response, tick);

@@ -8,11 +8,10 @@
 
 use crate::chain::{Handle, Policy, Stream};
 use crate::host::{self, Counter, Headers, Level};
-use proxy_wasm::types::Action;
+use crate::vm::Action;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::Duration;
 use switchyard_core::auth::jwt::{HostVerify, KeySet};
 use switchyard_core::auth::{
     jwks_retry_after_ms, Auth, Caches, Denial, Env, Evaluation, ExtAuthAnswer, Reason, Step,
@@ -217,19 +216,13 @@ impl Shared {
                     _ => continue,
                 }
             }
-            let headers = vec![
-                (":method", "GET"),
-                (":path", cfg.path.as_str()),
-                (":authority", cfg.authority.as_str()),
-                ("accept", "application/json"),
+            let headers: [(&str, &[u8]); 4] = [
+                (":method", b"GET"),
+                (":path", cfg.path.as_bytes()),
+                (":authority", cfg.authority.as_bytes()),
+                ("accept", b"application/json"),
             ];
-            let sent = proxy_wasm::hostcalls::dispatch_http_call(
-                &cfg.cluster,
-                headers,
-                None,
-                vec![],
-                Duration::from_millis(cfg.timeout_ms),
-            );
+            let sent = host::dispatch_http_call(&cfg.cluster, &headers, None, cfg.timeout_ms);
             match sent {
                 Ok(token) => {
                     let mut state = self.state.borrow_mut();
@@ -448,18 +441,13 @@ impl Shared {
             return false;
         };
         let request = self.auth.ext_auth_request(p, &pending.borrow().headers);
-        // The SDK takes `&str` values; a non-UTF-8 header is not forwarded.
-        let headers: Vec<(&str, &str)> = request
+        // A non-UTF-8 header value is not forwarded (as when calls took text).
+        let headers: Vec<(&str, &[u8])> = request
             .iter()
-            .filter_map(|(k, v)| Some((k.as_str(), std::str::from_utf8(v).ok()?)))
+            .filter(|(_, v)| std::str::from_utf8(v).is_ok())
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
             .collect();
-        match proxy_wasm::hostcalls::dispatch_http_call(
-            &cfg.cluster,
-            headers,
-            None,
-            vec![],
-            Duration::from_millis(cfg.timeout_ms),
-        ) {
+        match host::dispatch_http_call(&cfg.cluster, &headers, None, cfg.timeout_ms) {
             Ok(token) => {
                 self.state
                     .borrow_mut()
@@ -495,13 +483,13 @@ impl Shared {
                         c.failed_open[id.provider].increment();
                     }
                     for (name, value) in self.auth.identity_headers(&id) {
-                        if host::set_header(Headers::Request, name, &value).is_err() {
+                        if crate::request::set(name, &value).is_err() {
                             c.header_errors.increment();
                         }
                     }
                     let _ = host::set_property(CLAIMS_PROPERTY, &id.claims_json);
-                    // Routing may depend on the identity we just set.
-                    host::clear_route_cache();
+                    // Routing may depend on the identity just set: Envoy re-picks
+                    // the route itself after a header change from an ABI 0.2.1 module.
                 }
                 Action::Continue
             }
@@ -679,7 +667,7 @@ impl Stream for AuthStream {
         let auth = &shared.auth;
         // Only this filter may set identity headers.
         for name in auth.stripped_headers() {
-            if host::remove_header(Headers::Request, name).is_err() {
+            if crate::request::remove(name).is_err() {
                 shared.counters.header_errors.increment();
             }
         }

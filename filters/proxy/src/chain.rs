@@ -15,8 +15,7 @@
 
 use crate::host::{self, Level};
 use crate::path::PathGuard;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType};
+use crate::vm::Action;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use switchyard_core::chain::Policy as Section;
@@ -38,9 +37,7 @@ pub(crate) trait Policy {
     fn create_stream(&self, context_id: u32) -> Box<dyn Stream>;
 }
 
-/// One policy's part of a stream: the callbacks policies use, with the SDK's
-/// signatures. (Not the SDK's `HttpContext`: each implementor of that links
-/// its own copy of every provided method.)
+/// One policy's part of a stream: the callbacks policies use.
 pub(crate) trait Stream {
     fn on_http_request_headers(&mut self, num_headers: usize, end_of_stream: bool) -> Action;
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
@@ -361,23 +358,21 @@ impl ChainRoot {
     }
 }
 
-impl Context for ChainRoot {
-    fn on_http_call_response(
+/// The root's callbacks, from [`crate::vm`].
+impl ChainRoot {
+    pub(crate) fn on_http_call_response(
         &mut self,
         token: u32,
         num_headers: usize,
         body_size: usize,
-        _num_trailers: usize,
     ) {
         for p in &mut self.policies {
             p.on_http_call_response(token, num_headers, body_size);
         }
         self.shared.drain_resumes();
     }
-}
 
-impl RootContext for ChainRoot {
-    fn on_configure(&mut self, _size: usize) -> bool {
+    pub(crate) fn on_configure(&mut self) -> bool {
         let config = host::plugin_configuration().ok().flatten();
         let (sections, top) = match self.mode {
             Mode::Single(new) => (vec![(new, "", config.filter(|c| !c.is_empty()))], None),
@@ -391,7 +386,7 @@ impl RootContext for ChainRoot {
         ok
     }
 
-    fn on_tick(&mut self) {
+    pub(crate) fn on_tick(&mut self) {
         let now = host::now_ms();
         let due = self.shared.ticks.borrow_mut().fire(now);
         for i in due {
@@ -416,7 +411,7 @@ impl RootContext for ChainRoot {
         self.shared.drain_resumes();
     }
 
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+    pub(crate) fn create_stream(&self, context_id: u32) -> ChainStream {
         let streams = if self.configured.get() {
             self.policies
                 .iter()
@@ -425,7 +420,7 @@ impl RootContext for ChainRoot {
         } else {
             Vec::new()
         };
-        Some(Box::new(ChainStream {
+        ChainStream {
             shared: self.shared.clone(),
             path: self.path.clone(),
             context_id,
@@ -435,11 +430,7 @@ impl RootContext for ChainRoot {
                 num_headers: 0,
                 end_of_stream: false,
             })),
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+        }
     }
 }
 
@@ -466,8 +457,9 @@ impl ChainStream {
     }
 }
 
-impl Context for ChainStream {
-    fn on_http_call_response(
+/// The stream's callbacks, from [`crate::vm`].
+impl ChainStream {
+    pub(crate) fn on_http_call_response(
         &mut self,
         token: u32,
         num_headers: usize,
@@ -482,19 +474,16 @@ impl Context for ChainStream {
         self.shared.drain_resumes();
     }
 
-    fn on_done(&mut self) -> bool {
+    pub(crate) fn on_done(&mut self) {
         self.shared.unpark(self.context_id);
         if let Ok(mut st) = self.stages.try_borrow_mut() {
             for s in &mut st.streams {
                 s.on_done();
             }
         }
-        true
     }
-}
 
-impl HttpContext for ChainStream {
-    fn on_http_request_headers(&mut self, num_headers: usize, end_of_stream: bool) -> Action {
+    pub(crate) fn on_request_headers(&mut self, num_headers: usize, end_of_stream: bool) -> Action {
         if let Ok(mut st) = self.stages.try_borrow_mut() {
             st.num_headers = num_headers;
             st.end_of_stream = end_of_stream;
@@ -506,15 +495,19 @@ impl HttpContext for ChainStream {
             .run_request_headers(self.context_id, &self.stages, 0)
     }
 
-    fn on_http_response_headers(&mut self, num_headers: usize, end_of_stream: bool) -> Action {
+    pub(crate) fn on_response_headers(
+        &mut self,
+        num_headers: usize,
+        end_of_stream: bool,
+    ) -> Action {
         self.response_side(|s| s.on_http_response_headers(num_headers, end_of_stream))
     }
 
-    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    pub(crate) fn on_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         self.response_side(|s| s.on_http_response_body(body_size, end_of_stream))
     }
 
-    fn on_http_response_trailers(&mut self, num_trailers: usize) -> Action {
+    pub(crate) fn on_response_trailers(&mut self, num_trailers: usize) -> Action {
         self.response_side(|s| s.on_http_response_trailers(num_trailers))
     }
 }

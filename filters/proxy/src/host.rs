@@ -116,6 +116,19 @@ extern "C" {
         value_data: *const u8,
         value_size: usize,
     ) -> u32;
+    #[allow(clippy::too_many_arguments)]
+    fn proxy_http_call(
+        upstream_data: *const u8,
+        upstream_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        trailers_data: *const u8,
+        trailers_size: usize,
+        timeout_ms: u32,
+        return_token: *mut u32,
+    ) -> u32;
     fn proxy_call_foreign_function(
         name_data: *const u8,
         name_size: usize,
@@ -254,13 +267,6 @@ pub fn call_foreign_function(name: &str, args: &[u8]) -> Result<Vec<u8>, Status>
     status(code).map(|()| out)
 }
 
-/// Asks the host to re-pick the route after a header change. Envoy since 1.33
-/// no longer does this by itself for Wasm filters; hosts without the function
-/// (older Envoy re-picks on its own) are fine to ignore.
-pub fn clear_route_cache() {
-    let _ = call_foreign_function("clear_route_cache", &[]);
-}
-
 /// Turns a stat-name fragment from configuration into something every
 /// stats sink accepts: anything but `[A-Za-z0-9_-]` becomes `_`.
 pub fn stat_fragment(s: &str) -> String {
@@ -321,6 +327,34 @@ fn serialize_pairs(pairs: &[(&str, &[u8])]) -> Vec<u8> {
     out
 }
 
+/// Sends an HTTP request to `cluster`; its answer comes to this context's
+/// `on_http_call_response` with the token returned.
+pub fn dispatch_http_call(
+    cluster: &str,
+    headers: &[(&str, &[u8])],
+    body: Option<&[u8]>,
+    timeout_ms: u64,
+) -> Result<u32, Status> {
+    let headers = serialize_pairs(headers);
+    let trailers = serialize_pairs(&[]);
+    let mut token = 0u32;
+    status(unsafe {
+        proxy_http_call(
+            cluster.as_ptr(),
+            cluster.len(),
+            headers.as_ptr(),
+            headers.len(),
+            body.map_or(null(), <[u8]>::as_ptr),
+            body.map_or(0, <[u8]>::len),
+            trailers.as_ptr(),
+            trailers.len(),
+            u32::try_from(timeout_ms).unwrap_or(u32::MAX),
+            &mut token,
+        )
+    })
+    .map(|()| token)
+}
+
 /// The body of the response to a `dispatch_http_call`, inside its callback.
 pub fn http_call_response_body(size: usize) -> Vec<u8> {
     let (mut data, mut len) = (null_mut(), 0usize);
@@ -363,6 +397,7 @@ pub fn set_tick_period_ms(period: u32) -> Result<(), Status> {
 
 /// Makes later host calls act on stream `context_id` (from a root callback).
 pub fn set_effective_context(context_id: u32) -> Result<(), Status> {
+    crate::request::forget();
     status(unsafe { proxy_set_effective_context(context_id) })
 }
 

@@ -1,16 +1,19 @@
 //! Switchyard's proxy-wasm adapter: maps host callbacks to the policy core.
 //!
-//! Host calls go through [`host`], which never panics: the SDK's own wrappers
+//! Host calls go through [`host`], which never panics (the SDK's wrappers
 //! `panic!` on statuses they do not expect, and a panic traps the VM and
-//! takes down every plugin sharing it.
+//! takes down every plugin sharing it); the host enters the module through
+//! [`vm`], which exports only the callbacks a filter uses.
 
 pub mod auth;
 pub mod chain;
 pub mod host;
 pub(crate) mod path;
+pub(crate) mod request;
 pub mod router;
 pub mod shadow;
 pub mod timeouts;
+pub mod vm;
 
 /// Compiles a policy's configuration with `compile`, or logs one line
 /// naming the problem (and the field) and returns `None`, so that
@@ -35,15 +38,15 @@ pub(crate) fn configure<T>(
     None
 }
 
-/// The request headers a policy's decisions read, fetched once each (and
-/// only those: no copy of the whole map); host refusals are counted.
+/// The request headers a policy's decisions read (first values, from the
+/// chain's one read of the map); host refusals are counted.
 pub(crate) fn fetch_request_headers(
     names: &[String],
     errors: host::Counter,
 ) -> switchyard_core::HeaderList {
     let mut headers = switchyard_core::HeaderList(Vec::with_capacity(names.len()));
     for name in names {
-        match host::header(host::Headers::Request, name) {
+        match request::header(name) {
             Ok(Some(v)) => headers.0.push((name.clone(), v)),
             Ok(None) => {}
             Err(_) => errors.increment(),
@@ -52,20 +55,14 @@ pub(crate) fn fetch_request_headers(
     headers
 }
 
-/// As [`fetch_request_headers`], but every value of a repeated header (one
-/// read of the whole map): a credential check must see them all, since the
-/// upstream does.
+/// As [`fetch_request_headers`], but every value of a repeated header: a
+/// credential check must see them all, since the upstream does.
 pub(crate) fn fetch_request_headers_repeated(
     names: &[String],
     errors: host::Counter,
 ) -> switchyard_core::HeaderList {
-    match host::header_pairs(host::Headers::Request) {
-        Ok(pairs) => switchyard_core::HeaderList(
-            pairs
-                .into_iter()
-                .filter(|(k, _)| names.iter().any(|n| n == k))
-                .collect(),
-        ),
+    match request::values_of(names) {
+        Ok(pairs) => switchyard_core::HeaderList(pairs),
         Err(_) => {
             errors.increment();
             fetch_request_headers(names, errors)

@@ -3,8 +3,8 @@
 //! ambiguous (see `switchyard_core::path`). Policies then read `:path` from
 //! the host as usual, so every rule, and the upstream, sees the same path.
 
-use crate::host::{self, Counter, Headers, Level};
-use proxy_wasm::types::Action;
+use crate::host::{self, Counter, Level};
+use crate::vm::Action;
 use switchyard_core::path::{Ambiguity, PathNormalization};
 
 pub(crate) struct PathGuard {
@@ -29,7 +29,7 @@ impl PathGuard {
 
     /// `Continue` with `:path` normalised, or `Pause` after answering.
     pub(crate) fn check(&self) -> Action {
-        let raw = match host::header(Headers::Request, ":path") {
+        let raw = match crate::request::header(":path") {
             Ok(Some(raw)) => raw,
             // No path (CONNECT) or a host that will not say: nothing to match.
             Ok(None) | Err(_) => return Action::Continue,
@@ -37,7 +37,7 @@ impl PathGuard {
         match self.setting.normalize(&raw) {
             Ok(None) => Action::Continue,
             Ok(Some(normal)) => {
-                if host::set_header(Headers::Request, ":path", &normal).is_err() {
+                if crate::request::set(":path", &normal).is_err() {
                     // Deciding on a path the upstream would not receive is the bypass.
                     host::log(
                         Level::Error,

@@ -3,7 +3,7 @@
 
 use crate::chain::{Policy, Stream};
 use crate::host::{self, Counter, Headers};
-use proxy_wasm::types::Action;
+use crate::vm::Action;
 use std::rc::Rc;
 use switchyard_core::router::Router;
 use switchyard_core::RequestHeaders;
@@ -111,7 +111,7 @@ impl Stream for RouterStream {
                 .header_names()
                 .iter()
                 .map(|name| {
-                    let value = host::header(Headers::Request, name).unwrap_or_else(|_| {
+                    let value = crate::request::header(name).unwrap_or_else(|_| {
                         failed = true;
                         None
                     });
@@ -128,17 +128,12 @@ impl Stream for RouterStream {
         }
         let decision = router.decide(&fetched, crate::next_split_draw());
         // Replacing the header also drops any client-sent value.
-        if host::set_header(
-            Headers::Request,
-            router.version_header(),
-            decision.version.as_bytes(),
-        )
-        .is_err()
-        {
+        if crate::request::set(router.version_header(), decision.version.as_bytes()).is_err() {
             shared.header_errors.increment();
-            let _ = host::remove_header(Headers::Request, router.version_header());
+            let _ = crate::request::remove(router.version_header());
         }
-        host::clear_route_cache();
+        // No `clear_route_cache` call: for ABI 0.2.1 modules Envoy re-picks the
+        // route itself after a request-header change (the Envoy tests route on it).
         if let Some(c) = shared.decisions.get(decision.outcome) {
             c.increment();
         }

@@ -10,11 +10,10 @@
 
 use crate::chain::{Handle, Policy, Stream};
 use crate::host::{self, Counter, Headers, Level};
-use proxy_wasm::types::Action;
+use crate::vm::Action;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::Duration;
 use switchyard_core::shadow::{
     classify_answer, status_of, Answer, Captured, Decision, Mode, Shadow,
 };
@@ -203,18 +202,14 @@ impl Shared {
                 continue;
             };
             let cluster = &self.shadow.rules[rule].target_cluster;
-            // The host API takes text: a header value that is not UTF-8 is not copied.
-            let pairs: Vec<(&str, &str)> = headers
+            // A header value that is not UTF-8 is not copied (as when calls took text).
+            let pairs: Vec<(&str, &[u8])> = headers
                 .iter()
-                .filter_map(|(k, v)| Some((k.as_str(), std::str::from_utf8(v).ok()?)))
+                .filter(|(_, v)| std::str::from_utf8(v).is_ok())
+                .map(|(k, v)| (k.as_str(), v.as_slice()))
                 .collect();
-            let sent = proxy_wasm::hostcalls::dispatch_http_call(
-                cluster,
-                pairs,
-                None,
-                vec![],
-                Duration::from_millis(self.shadow.compare.timeout_ms),
-            );
+            let sent =
+                host::dispatch_http_call(cluster, &pairs, None, self.shadow.compare.timeout_ms);
             let mut state = self.state.borrow_mut();
             match sent {
                 Ok(token) => {
@@ -373,7 +368,7 @@ impl Shared {
 
     /// Registers a comparison and queues its copy; `None` when full.
     fn start_comparison(&self, rule: usize, what: String) -> Option<u64> {
-        let headers = host::header_pairs(Headers::Request).ok()?;
+        let headers = crate::request::pairs().ok()?;
         let copy = self.shadow.shadow_request(&headers);
         let mut state = self.state.borrow_mut();
         if state.pending.len() >= self.shadow.compare.max_pending {
@@ -425,13 +420,7 @@ impl ShadowStream {
         let r = &s.rules[rule];
         match r.mode {
             Mode::Mirror => {
-                if host::set_header(
-                    Headers::Request,
-                    s.cluster_header(),
-                    r.target_cluster.as_bytes(),
-                )
-                .is_err()
-                {
+                if crate::request::set(s.cluster_header(), r.target_cluster.as_bytes()).is_err() {
                     shared.counters.header_errors.increment();
                 }
             }
@@ -442,7 +431,7 @@ impl ShadowStream {
                     .find(|(k, _)| k == ":method")
                     .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
                     .unwrap_or_default();
-                let path = host::header(Headers::Request, ":path")
+                let path = crate::request::header(":path")
                     .ok()
                     .flatten()
                     .map(|p| String::from_utf8_lossy(&p).into_owned())
@@ -458,9 +447,9 @@ impl ShadowStream {
     fn receive(shared: &Shared, headers: &HeaderList) -> Action {
         shared.counters.received.increment();
         let s = &shared.shadow;
-        let mut failed = host::set_header(Headers::Request, s.tag_header(), b"true").is_err();
+        let mut failed = crate::request::set(s.tag_header(), b"true").is_err();
         for h in s.strip_headers() {
-            failed |= host::remove_header(Headers::Request, h).is_err();
+            failed |= crate::request::remove(h).is_err();
         }
         if failed {
             shared.counters.header_errors.increment();
@@ -497,8 +486,8 @@ impl Stream for ShadowStream {
             return Self::receive(&shared, &headers);
         }
         // Only this filter decides what is shadowed and what is a shadow.
-        let mut failed = host::remove_header(Headers::Request, s.cluster_header()).is_err();
-        failed |= host::remove_header(Headers::Request, s.tag_header()).is_err();
+        let mut failed = crate::request::remove(s.cluster_header()).is_err();
+        failed |= crate::request::remove(s.tag_header()).is_err();
         if failed {
             shared.counters.header_errors.increment();
         }

@@ -6,8 +6,8 @@
 //! wake-up only while something waits, so an idle filter never ticks.
 
 use crate::chain::{Handle, Policy, Stream};
-use crate::host::{self, Counter, Headers, Level};
-use proxy_wasm::types::Action;
+use crate::host::{self, Counter, Level};
+use crate::vm::Action;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use switchyard_core::timeouts::{
@@ -219,12 +219,10 @@ impl Shared {
         let headers = self.timeouts.router_headers(adm, fwd);
         let mut failed = false;
         for (name, value) in &headers {
-            failed |= host::set_header(Headers::Request, name, value.as_bytes()).is_err();
+            failed |= crate::request::set(name, value.as_bytes()).is_err();
         }
         for name in CLIENT_CONTROL_HEADERS {
-            if !headers.iter().any(|(n, _)| n == name)
-                && host::remove_header(Headers::Request, name).is_err()
-            {
+            if !headers.iter().any(|(n, _)| n == name) && crate::request::remove(name).is_err() {
                 failed = true;
             }
         }

@@ -2,7 +2,4 @@
 //! shadow comparison in the proxy. All decisions live in `switchyard-core`;
 //! this crate only registers the root.
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-    proxy_wasm::set_root_context(|_| Box::new(switchyard_proxy::shadow::filter()));
-}}
+switchyard_proxy::export_filter!(switchyard_proxy::shadow::filter; request_headers, response_headers, response_body, response_trailers, http_call_response, tick);

@@ -3,7 +3,4 @@
 //! "timeouts": …, "shadow": …}` (a missing section is off). The same adapter
 //! and core as the single filters; this crate only registers the root.
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-    proxy_wasm::set_root_context(|_| Box::new(switchyard_proxy::chain::ChainRoot::sections()));
-}}
+switchyard_proxy::export_filter!(switchyard_proxy::chain::ChainRoot::sections; request_headers, response_headers, response_body, response_trailers, http_call_response, tick);

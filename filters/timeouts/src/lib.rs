@@ -2,7 +2,4 @@
 //! router timeouts and retries, inbound deadlines, fault injection. All
 //! decisions live in `switchyard-core`; this crate only registers the root.
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-    proxy_wasm::set_root_context(|_| Box::new(switchyard_proxy::timeouts::filter()));
-}}
+switchyard_proxy::export_filter!(switchyard_proxy::timeouts::filter; request_headers, tick);

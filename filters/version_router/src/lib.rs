@@ -2,7 +2,4 @@
 //! request header that Envoy's route table (or an Istio VirtualService) matches.
 //! All decisions live in `switchyard-core`; this crate only registers the root.
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-    proxy_wasm::set_root_context(|_| Box::new(switchyard_proxy::router::filter()));
-}}
+switchyard_proxy::export_filter!(switchyard_proxy::router::filter; request_headers, response_headers);

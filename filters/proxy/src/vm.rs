@@ -1,0 +1,247 @@
+//! The module's side of the proxy-wasm ABI 0.2.1: the callbacks the host
+//! enters, dispatched to the chain's roots and streams.
+//!
+//! Why not the SDK's dispatcher: it exports every callback, and Envoy enters
+//! each one a module exports (context create, request and response headers,
+//! each body chunk, log, done, delete), about 1.5–2k instructions apiece per
+//! request, while a module that lacks a callback is never entered for it.
+//! Each filter crate exports only what its policies use, with
+//! [`export_filter!`](crate::export_filter).
+
+use crate::chain::{ChainRoot, ChainStream};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::rc::Rc;
+
+/// What a stream callback tells the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Continue = 0,
+    /// Stop here; the policy resumes the stream or has answered it.
+    Pause = 1,
+}
+
+/// Context ids are small sequential integers: hashing them is not needed.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n);
+    }
+}
+
+type ById<T> = HashMap<u32, T, BuildHasherDefault<IdHasher>>;
+
+#[derive(Default)]
+struct Vm {
+    /// Every root of this VM (one per plugin configured on it), by context id.
+    roots: ById<Rc<RefCell<ChainRoot>>>,
+    /// Live streams, by context id.
+    streams: ById<ChainStream>,
+}
+
+thread_local! {
+    static VM: RefCell<Vm> = RefCell::default();
+}
+
+fn root(id: u32) -> Option<Rc<RefCell<ChainRoot>>> {
+    VM.with(|vm| vm.borrow().roots.get(&id).cloned())
+}
+
+/// `proxy_on_memory_allocate`: host-written values become `Vec`s that
+/// `host` takes ownership of.
+pub fn allocate(size: usize) -> *mut u8 {
+    let mut buf = std::mem::ManuallyDrop::new(Vec::<u8>::with_capacity(size));
+    buf.as_mut_ptr()
+}
+
+/// `proxy_on_context_create`: a root (`parent` 0) or a stream of root `parent`.
+pub fn on_context_create(id: u32, parent: u32, new_root: fn() -> ChainRoot) {
+    if parent == 0 {
+        VM.with(|vm| {
+            vm.borrow_mut()
+                .roots
+                .entry(id)
+                .or_insert_with(|| Rc::new(RefCell::new(new_root())));
+        });
+        return;
+    }
+    let Some(root) = root(parent) else { return };
+    let stream = match root.try_borrow() {
+        Ok(root) => root.create_stream(id),
+        Err(_) => return,
+    };
+    VM.with(|vm| vm.borrow_mut().streams.insert(id, stream));
+}
+
+/// `proxy_on_configure`: compiles the plugin's configuration; false rejects it.
+pub fn on_configure(id: u32, new_root: fn() -> ChainRoot) -> bool {
+    on_context_create(id, 0, new_root);
+    let Some(root) = root(id) else { return false };
+    let Ok(mut root) = root.try_borrow_mut() else {
+        return false;
+    };
+    root.on_configure()
+}
+
+pub fn on_tick(id: u32) {
+    if let Some(root) = root(id) {
+        if let Ok(mut root) = root.try_borrow_mut() {
+            root.on_tick();
+        }
+        crate::request::forget();
+    }
+}
+
+/// Runs `call` on stream `id`, taken out of the table meanwhile: a policy
+/// may call the host, and nothing it does can reach this stream's state
+/// twice. An unknown stream (created before its root was configured, or
+/// already deleted) passes untouched.
+fn with_stream(id: u32, call: impl FnOnce(&mut ChainStream) -> Action) -> Action {
+    let Some(mut stream) = VM.with(|vm| vm.borrow_mut().streams.remove(&id)) else {
+        return Action::Continue;
+    };
+    let action = call(&mut stream);
+    crate::request::forget();
+    VM.with(|vm| vm.borrow_mut().streams.insert(id, stream));
+    action
+}
+
+pub fn on_request_headers(id: u32, num_headers: usize, end_of_stream: bool) -> Action {
+    with_stream(id, |s| s.on_request_headers(num_headers, end_of_stream))
+}
+
+pub fn on_response_headers(id: u32, num_headers: usize, end_of_stream: bool) -> Action {
+    with_stream(id, |s| s.on_response_headers(num_headers, end_of_stream))
+}
+
+pub fn on_response_body(id: u32, body_size: usize, end_of_stream: bool) -> Action {
+    with_stream(id, |s| s.on_response_body(body_size, end_of_stream))
+}
+
+pub fn on_response_trailers(id: u32, num_trailers: usize) -> Action {
+    with_stream(id, |s| s.on_response_trailers(num_trailers))
+}
+
+/// An HTTP call's answer, to the root or stream that sent it.
+pub fn on_http_call_response(
+    id: u32,
+    token: u32,
+    num_headers: usize,
+    body_size: usize,
+    num_trailers: usize,
+) {
+    if let Some(root) = root(id) {
+        if let Ok(mut root) = root.try_borrow_mut() {
+            root.on_http_call_response(token, num_headers, body_size);
+        }
+        crate::request::forget();
+        return;
+    }
+    with_stream(id, |s| {
+        s.on_http_call_response(token, num_headers, body_size, num_trailers);
+        Action::Continue
+    });
+}
+
+/// `proxy_on_delete`: the stream is gone; its policies let go of it.
+pub fn on_delete(id: u32) {
+    let stream = VM.with(|vm| {
+        let mut vm = vm.borrow_mut();
+        if vm.roots.remove(&id).is_some() {
+            return None;
+        }
+        vm.streams.remove(&id)
+    });
+    if let Some(mut stream) = stream {
+        stream.on_done();
+        crate::request::forget();
+    }
+}
+
+/// Exports the ABI marker, the allocator, configure, context create and
+/// delete, and the stream and root callbacks named, e.g.
+/// `export_filter!(router::filter; request_headers, response_headers);`.
+/// Envoy enters only what a module exports, so a filter names just the
+/// callbacks its policies implement.
+#[macro_export]
+macro_rules! export_filter {
+    ($new_root:path; $($callback:ident),* $(,)?) => {
+        #[no_mangle]
+        pub extern "C" fn proxy_abi_version_0_2_1() {}
+
+        #[no_mangle]
+        pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
+            $crate::vm::allocate(size)
+        }
+
+        #[no_mangle]
+        pub extern "C" fn proxy_on_context_create(id: u32, parent: u32) {
+            $crate::vm::on_context_create(id, parent, $new_root)
+        }
+
+        #[no_mangle]
+        pub extern "C" fn proxy_on_configure(id: u32, _size: usize) -> u32 {
+            u32::from($crate::vm::on_configure(id, $new_root))
+        }
+
+        #[no_mangle]
+        pub extern "C" fn proxy_on_delete(id: u32) {
+            $crate::vm::on_delete(id)
+        }
+
+        $( $crate::export_filter!(@callback $callback); )*
+    };
+    (@callback request_headers) => {
+        #[no_mangle]
+        pub extern "C" fn proxy_on_request_headers(id: u32, n: usize, eos: u32) -> u32 {
+            $crate::vm::on_request_headers(id, n, eos != 0) as u32
+        }
+    };
+    (@callback response_headers) => {
+        #[no_mangle]
+        pub extern "C" fn proxy_on_response_headers(id: u32, n: usize, eos: u32) -> u32 {
+            $crate::vm::on_response_headers(id, n, eos != 0) as u32
+        }
+    };
+    (@callback response_body) => {
+        #[no_mangle]
+        pub extern "C" fn proxy_on_response_body(id: u32, size: usize, eos: u32) -> u32 {
+            $crate::vm::on_response_body(id, size, eos != 0) as u32
+        }
+    };
+    (@callback response_trailers) => {
+        #[no_mangle]
+        pub extern "C" fn proxy_on_response_trailers(id: u32, n: usize) -> u32 {
+            $crate::vm::on_response_trailers(id, n) as u32
+        }
+    };
+    (@callback http_call_response) => {
+        #[no_mangle]
+        pub extern "C" fn proxy_on_http_call_response(
+            id: u32,
+            token: u32,
+            headers: usize,
+            body: usize,
+            trailers: usize,
+        ) {
+            $crate::vm::on_http_call_response(id, token, headers, body, trailers)
+        }
+    };
+    (@callback tick) => {
+        #[no_mangle]
+        pub extern "C" fn proxy_on_tick(id: u32) {
+            $crate::vm::on_tick(id)
+        }
+    };
+}
