@@ -256,7 +256,7 @@ fn markdown(r: &Value) -> String {
         "Measured {} at {} on {} ({} cores, Linux {}), Envoy {}.\n\n\
          **Instructions per request** (primary): Envoy's executable under `{}`, one Envoy per case \
          (`--concurrency 1`), {} warm-up requests, counters zeroed, then {} requests on one \
-         keep-alive connection; repeats within 0.2 % between runs.\n\n",
+         keep-alive connection; the worker thread is counted (repeats within 0.3 % between runs).\n\n",
         m["date"].as_str().unwrap_or(""),
         m["commit"].as_str().unwrap_or(""),
         m["cpu"].as_str().unwrap_or(""),
