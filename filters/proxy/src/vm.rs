@@ -3,8 +3,10 @@
 //!
 //! Why not the SDK's dispatcher: it exports every callback, and Envoy enters
 //! each one a module exports (context create, request and response headers,
-//! each body chunk, log, done, delete), about 1.5–2k instructions apiece per
-//! request, while a module that lacks a callback is never entered for it.
+//! each body chunk, log, done, delete), about 1.4k instructions apiece per
+//! request (`make bench`: the floor module with every callback exported is
+//! 9.5k over the one with two), while a module that lacks a callback is
+//! never entered for it.
 //! Each filter crate exports only what its policies use, with
 //! [`export_filter!`](crate::export_filter).
 
