@@ -130,6 +130,13 @@ impl PathNormalization {
         if !path.starts_with(b"/") {
             return check_bytes(path).map(|()| None);
         }
+        if plainly_normal(path) {
+            return Ok(None); // Most paths: nothing to decode, no copy made.
+        }
+        self.normalize_in_full(path, query)
+    }
+
+    fn normalize_in_full(&self, path: &[u8], query: &[u8]) -> Result<Option<Vec<u8>>, Ambiguity> {
         let resolve = self.ambiguous == AmbiguousPaths::Normalize;
         let decoded = decode(path, resolve)?;
         let normal = remove_dot_segments(&decoded);
@@ -140,6 +147,28 @@ impl PathNormalization {
         out.extend_from_slice(query);
         Ok(Some(out))
     }
+}
+
+/// True when `path` (from its `/`) has nothing to decode, merge or resolve:
+/// no escape, control byte, `\`, `;`, `#`, repeated slash or dot segment.
+fn plainly_normal(path: &[u8]) -> bool {
+    let mut prev = 0u8;
+    for (i, &b) in path.iter().enumerate() {
+        match b {
+            0..=0x1f | 0x7f | b'%' | b'\\' | b';' | b'#' => return false,
+            b'/' if prev == b'/' => return false,
+            b'.' if prev == b'/' => {
+                let rest = &path[i..];
+                let segment = &rest[..rest.iter().position(|&c| c == b'/').unwrap_or(rest.len())];
+                if segment == b"." || segment == b".." {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+        prev = b;
+    }
+    true
 }
 
 /// Refuses control bytes and broken escapes in a non-path target.
@@ -491,6 +520,18 @@ mod properties {
             } else if let (Err(why), Ok(_)) = (strict, lenient) {
                 // Refused only for what the lenient mode can settle.
                 prop_assert!(!why.always_refused(), "{:?}", why);
+            }
+        }
+
+        /// The shortcut for plain paths decides as the full normalisation does.
+        #[test]
+        fn the_plain_path_shortcut_agrees_with_the_full_normalisation(raw in hostile_path()) {
+            let path = &raw[..raw.iter().position(|&b| b == b'?').unwrap_or(raw.len())];
+            if plainly_normal(path) {
+                for mode in [AmbiguousPaths::Reject, AmbiguousPaths::Normalize] {
+                    let p = PathNormalization { ambiguous: mode };
+                    prop_assert_eq!(p.normalize_in_full(path, b""), Ok(None), "{:?}", String::from_utf8_lossy(path));
+                }
             }
         }
 

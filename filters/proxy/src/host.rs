@@ -283,10 +283,14 @@ pub fn stat_fragment(s: &str) -> String {
 
 /// Every (name, value) of a header map; `Ok(vec![])` when the map is empty.
 pub fn header_pairs(map: Headers) -> Result<Vec<(String, Vec<u8>)>, Status> {
+    Ok(deserialize_pairs(&header_map_bytes(map)?).unwrap_or_default())
+}
+
+/// The whole map as the host encodes it (see [`crate::request::View`]).
+pub fn header_map_bytes(map: Headers) -> Result<Vec<u8>, Status> {
     let (mut data, mut size) = (null_mut(), 0usize);
     status(unsafe { proxy_get_header_map_pairs(map.map_type(), &mut data, &mut size) })?;
-    let bytes = unsafe { owned(data, size) };
-    Ok(deserialize_pairs(&bytes).unwrap_or_default())
+    Ok(unsafe { owned(data, size) })
 }
 
 /// The ABI's map encoding: a count, (key, value) sizes, then NUL-terminated bytes.

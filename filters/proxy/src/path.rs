@@ -6,6 +6,7 @@
 use crate::host::{self, Counter, Level};
 use crate::vm::Action;
 use switchyard_core::path::{Ambiguity, PathNormalization};
+use switchyard_core::RequestHeaders;
 
 pub(crate) struct PathGuard {
     setting: PathNormalization,
@@ -29,12 +30,21 @@ impl PathGuard {
 
     /// `Continue` with `:path` normalised, or `Pause` after answering.
     pub(crate) fn check(&self) -> Action {
-        let raw = match crate::request::header(":path") {
-            Ok(Some(raw)) => raw,
-            // No path (CONNECT) or a host that will not say: nothing to match.
-            Ok(None) | Err(_) => return Action::Continue,
+        let normalized = match crate::request::with_headers(|h| {
+            h.header(":path").map(|raw| self.setting.normalize(raw))
+        }) {
+            Ok(checked) => checked,
+            // The map refused: the path alone, as the upstream will get it.
+            Err(_) => match host::header(host::Headers::Request, ":path") {
+                Ok(Some(raw)) => Some(self.setting.normalize(&raw)),
+                Ok(None) | Err(_) => None,
+            },
         };
-        match self.setting.normalize(&raw) {
+        // No path (CONNECT): nothing to match.
+        let Some(normalized) = normalized else {
+            return Action::Continue;
+        };
+        match normalized {
             Ok(None) => Action::Continue,
             Ok(Some(normal)) => {
                 if crate::request::set(":path", &normal).is_err() {

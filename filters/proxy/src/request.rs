@@ -6,7 +6,10 @@
 //! Why: each single-header read is a host call and, when the header is
 //! there, a second VM entry to allocate its value (measured in Envoy 1.40:
 //! four single reads cost about 15k instructions more than one read of the
-//! whole map). A removal of a header the request lacks is not sent at all.
+//! whole map). The copy is the host's own buffer indexed in place, so a
+//! request costs two allocations however many headers it has (a `String`
+//! and a `Vec` per header cost the router about 5k instructions a request).
+//! A removal of a header the request lacks is not sent at all.
 //!
 //! The copy lives for one host callback and one effective context:
 //! [`crate::vm`] drops it when a callback ends and [`host::set_effective_context`]
@@ -15,59 +18,173 @@
 
 use crate::host::{self, Headers, Status};
 use std::cell::RefCell;
+use switchyard_core::RequestHeaders;
 
 type Pairs = Vec<(String, Vec<u8>)>;
 
-thread_local! {
-    static COPY: RefCell<Option<Pairs>> = const { RefCell::new(None) };
+/// A header map in the ABI's encoding (a count, each pair's sizes, then
+/// NUL-terminated names and values), each pair found in place.
+pub struct View {
+    buf: Vec<u8>,
+    /// (name start, name end, value start, value end) per pair, in order.
+    at: Vec<[u32; 4]>,
 }
 
-/// Runs `read` over the copy, loading it first; `None` if the host refused the map.
-fn with_copy<T>(read: impl FnOnce(&Pairs) -> T) -> Option<T> {
+impl View {
+    /// Indexes `buf`; `None` when the host's encoding does not add up.
+    fn parse(buf: Vec<u8>) -> Option<Self> {
+        let word = |at: usize| -> Option<usize> {
+            Some(u32::from_le_bytes(buf.get(at..at + 4)?.try_into().ok()?) as usize)
+        };
+        if buf.is_empty() {
+            return Some(Self {
+                buf,
+                at: Vec::new(),
+            });
+        }
+        let n = word(0)?;
+        let mut next = 4usize.checked_add(n.checked_mul(8)?)?;
+        let mut at = Vec::with_capacity(n.min(256));
+        for i in 0..n {
+            let (k, v) = (word(4 + 8 * i)?, word(8 + 8 * i)?);
+            let name = next;
+            let value = name.checked_add(k)?.checked_add(1)?;
+            next = value.checked_add(v)?.checked_add(1)?;
+            if next > buf.len() || u32::try_from(next).is_err() {
+                return None;
+            }
+            at.push([name, name + k, value, value + v].map(|x| x as u32));
+        }
+        Some(Self { buf, at })
+    }
+
+    #[inline]
+    fn name(&self, e: &[u32; 4]) -> &[u8] {
+        self.buf
+            .get(e[0] as usize..e[1] as usize)
+            .unwrap_or_default()
+    }
+
+    #[inline]
+    fn value(&self, e: &[u32; 4]) -> &[u8] {
+        self.buf
+            .get(e[2] as usize..e[3] as usize)
+            .unwrap_or_default()
+    }
+
+    /// Every (name, value), repeated headers included, in the request's order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.at.iter().map(|e| (self.name(e), self.value(e)))
+    }
+
+    /// True when pair `e` is named `name`. The length is compared first:
+    /// most names differ in it, and every policy looks up several names
+    /// that most requests lack (client-sent identity, version, shadow tags).
+    #[inline]
+    fn is(&self, e: &[u32; 4], name: &[u8]) -> bool {
+        e[1].wrapping_sub(e[0]) as usize == name.len() && self.name(e) == name
+    }
+
+    /// The first pair named `name`.
+    fn find(&self, name: &str) -> Option<&[u32; 4]> {
+        self.at.iter().find(|e| self.is(e, name.as_bytes()))
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.find(name).is_some()
+    }
+
+    fn remove(&mut self, name: &str) {
+        if !self.contains(name) {
+            return;
+        }
+        let buf = &self.buf;
+        self.at.retain(|e| {
+            e[1].wrapping_sub(e[0]) as usize != name.len()
+                || buf.get(e[0] as usize..e[1] as usize) != Some(name.as_bytes())
+        });
+    }
+
+    /// Replaces every value of `name` (the bytes are appended to the buffer).
+    fn replace(&mut self, name: &str, value: &[u8]) {
+        self.remove(name);
+        let start = self.buf.len();
+        let (name_end, value_start) = (start + name.len(), start + name.len() + 1);
+        let end = value_start + value.len();
+        let Ok(end32) = u32::try_from(end) else {
+            return; // Past 4 GiB: the copy stays without it, the host has it.
+        };
+        self.buf.extend_from_slice(name.as_bytes());
+        self.buf.push(0);
+        self.buf.extend_from_slice(value);
+        self.buf.push(0);
+        self.at
+            .push([start as u32, name_end as u32, value_start as u32, end32]);
+    }
+}
+
+impl RequestHeaders for View {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.find(name).map(|e| self.value(e))
+    }
+
+    fn each_value(&self, name: &str, f: &mut dyn FnMut(&[u8])) {
+        for e in self.at.iter().filter(|e| self.is(e, name.as_bytes())) {
+            f(self.value(e));
+        }
+    }
+}
+
+thread_local! {
+    static COPY: RefCell<Option<View>> = const { RefCell::new(None) };
+}
+
+/// Runs `read` over the request's headers, reading them from the host first
+/// if this callback has not; `Err` if the host refused the map.
+pub fn with_headers<T>(read: impl FnOnce(&View) -> T) -> Result<T, Status> {
     COPY.with(|copy| {
         let mut copy = copy.borrow_mut();
         if copy.is_none() {
-            *copy = Some(host::header_pairs(Headers::Request).ok()?);
+            let raw = host::header_map_bytes(Headers::Request)?;
+            *copy = Some(View::parse(raw).ok_or(Status(2))?);
         }
-        copy.as_ref().map(read)
+        copy.as_ref().map(read).ok_or(Status(2))
     })
 }
 
 /// The first value of `name` (lower case); `Ok(None)` when absent.
 pub fn header(name: &str) -> Result<Option<Vec<u8>>, Status> {
-    with_copy(|pairs| {
-        pairs
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    })
-    .map_or_else(|| host::header(Headers::Request, name), Ok)
+    with_headers(|h| h.header(name).map(<[u8]>::to_vec))
+        .or_else(|_| host::header(Headers::Request, name))
 }
 
 /// Every (name, value) of the request, repeated headers included.
 pub fn pairs() -> Result<Pairs, Status> {
-    with_copy(Pairs::clone).map_or_else(|| host::header_pairs(Headers::Request), Ok)
+    with_headers(|h| {
+        h.iter()
+            .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), v.to_vec()))
+            .collect()
+    })
 }
 
 /// Every value of each header in `names`, in the request's order.
 pub fn values_of(names: &[String]) -> Result<Pairs, Status> {
-    let pick = |pairs: &Pairs| -> Pairs {
-        pairs
-            .iter()
-            .filter(|(k, _)| names.iter().any(|n| n == k))
-            .cloned()
+    with_headers(|h| {
+        h.iter()
+            .filter_map(|(k, v)| {
+                let name = names.iter().find(|n| n.as_bytes() == k)?;
+                Some((name.clone(), v.to_vec()))
+            })
             .collect()
-    };
-    with_copy(pick).ok_or(Status(2))
+    })
 }
 
 /// Replaces every value of `name` with `value` (adding it when absent).
 pub fn set(name: &str, value: &[u8]) -> Result<(), Status> {
     host::set_header(Headers::Request, name, value)?;
     COPY.with(|copy| {
-        if let Some(pairs) = copy.borrow_mut().as_mut() {
-            pairs.retain(|(k, _)| k != name);
-            pairs.push((name.to_owned(), value.to_vec()));
+        if let Some(view) = copy.borrow_mut().as_mut() {
+            view.replace(name, value);
         }
     });
     Ok(())
@@ -75,14 +192,13 @@ pub fn set(name: &str, value: &[u8]) -> Result<(), Status> {
 
 /// Removes every value of `name`; no host call when the request has none.
 pub fn remove(name: &str) -> Result<(), Status> {
-    let present = with_copy(|pairs| pairs.iter().any(|(k, _)| k == name)).unwrap_or(true);
-    if !present {
+    if !with_headers(|h| h.contains(name)).unwrap_or(true) {
         return Ok(());
     }
     host::remove_header(Headers::Request, name)?;
     COPY.with(|copy| {
-        if let Some(pairs) = copy.borrow_mut().as_mut() {
-            pairs.retain(|(k, _)| k != name);
+        if let Some(view) = copy.borrow_mut().as_mut() {
+            view.remove(name);
         }
     });
     Ok(())
@@ -91,4 +207,64 @@ pub fn remove(name: &str) -> Result<(), Status> {
 /// Drops the copy: the callback ended, or the effective context changed.
 pub fn forget() {
     COPY.with(|copy| copy.borrow_mut().take());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(pairs: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
+        for (k, v) in pairs {
+            out.extend((k.len() as u32).to_le_bytes());
+            out.extend((v.len() as u32).to_le_bytes());
+        }
+        for (k, v) in pairs {
+            out.extend_from_slice(k.as_bytes());
+            out.push(0);
+            out.extend_from_slice(v);
+            out.push(0);
+        }
+        out
+    }
+
+    #[test]
+    fn a_view_finds_first_and_every_value_and_keeps_writes() {
+        let raw = encode(&[
+            (":path", b"/a"),
+            ("x-api-key", b"one"),
+            ("x-api-key", b"two\xff"),
+        ]);
+        let mut v = View::parse(raw).expect("valid encoding");
+        assert_eq!(v.header("x-api-key"), Some(&b"one"[..]));
+        let mut all = Vec::new();
+        v.each_value("x-api-key", &mut |x| all.push(x.to_vec()));
+        assert_eq!(all, vec![b"one".to_vec(), b"two\xff".to_vec()]);
+        v.replace("x-api-key", b"three");
+        v.replace("x-version", b"v2");
+        let pairs: Vec<_> = v.iter().collect();
+        assert_eq!(
+            pairs,
+            vec![
+                (&b":path"[..], &b"/a"[..]),
+                (&b"x-api-key"[..], &b"three"[..]),
+                (&b"x-version"[..], &b"v2"[..])
+            ]
+        );
+        v.remove(":path");
+        assert_eq!(v.header(":path"), None);
+        assert!(!v.contains(":path") && v.contains("x-version"));
+    }
+
+    #[test]
+    fn a_short_or_lying_encoding_is_refused_not_read_past() {
+        let mut raw = encode(&[("a", b"b")]);
+        raw.truncate(raw.len() - 1);
+        assert!(View::parse(raw).is_none());
+        let mut lying = encode(&[("a", b"b")]);
+        lying[0] = 200; // 200 pairs claimed, one there
+        assert!(View::parse(lying).is_none());
+        assert!(View::parse(vec![1, 0]).is_none());
+        assert_eq!(View::parse(Vec::new()).map(|v| v.at.len()), Some(0));
+    }
 }

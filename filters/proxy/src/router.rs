@@ -6,7 +6,7 @@ use crate::host::{self, Counter, Headers};
 use crate::vm::Action;
 use std::rc::Rc;
 use switchyard_core::router::Router;
-use switchyard_core::RequestHeaders;
+use switchyard_core::{HeaderList, RequestHeaders, WithClaims};
 
 const NAME: &str = "version_router";
 
@@ -79,54 +79,31 @@ struct RouterStream {
     outcome: Option<usize>,
 }
 
-/// The few request headers a decision reads, fetched once each.
-struct Fetched<'a> {
-    values: Vec<(&'a str, Option<Vec<u8>>)>,
-    /// Verified claims from the auth filter, fetched only when a decision reads them.
-    claims: Option<serde_json::Value>,
-}
-
-impl RequestHeaders for Fetched<'_> {
-    fn header(&self, name: &str) -> Option<&[u8]> {
-        self.values
-            .iter()
-            .find(|(n, _)| *n == name)
-            .and_then(|(_, v)| v.as_deref())
-    }
-
-    fn claims(&self) -> Option<&serde_json::Value> {
-        self.claims.as_ref()
-    }
-}
-
 impl Stream for RouterStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let Some(shared) = self.shared.as_deref() else {
             return Action::Continue;
         };
         let router = &shared.router;
-        let mut failed = false;
-        let fetched = Fetched {
-            values: router
-                .header_names()
-                .iter()
-                .map(|name| {
-                    let value = crate::request::header(name).unwrap_or_else(|_| {
-                        failed = true;
-                        None
-                    });
-                    (name.as_str(), value)
-                })
-                .collect(),
-            claims: crate::verified_claims(router.reads_claims()),
+        // Taken by whichever of the two calls below runs.
+        let mut claims = crate::verified_claims(router.reads_claims());
+        let draw = crate::next_split_draw();
+        let mut decide = |headers: &dyn RequestHeaders| {
+            let req = WithClaims {
+                headers,
+                claims: claims.take(),
+            };
+            (router.override_rejected(&req), router.decide(&req, draw))
         };
-        if failed {
-            shared.header_errors.increment();
-        }
-        if router.override_rejected(&fetched) {
+        let (rejected, decision) =
+            crate::request::with_headers(|h| decide(h)).unwrap_or_else(|_| {
+                // A host that will not give the map: decide as for a bare request.
+                shared.header_errors.increment();
+                decide(&HeaderList::new())
+            });
+        if rejected {
             shared.override_rejected.increment();
         }
-        let decision = router.decide(&fetched, crate::next_split_draw());
         // Replacing the header also drops any client-sent value.
         if crate::request::set(router.version_header(), decision.version.as_bytes()).is_err() {
             shared.header_errors.increment();

@@ -72,6 +72,7 @@ pub fn count(case: &Case, bootstrap: &Bootstrap, warmup: u32, requests: u32) -> 
     send(requests);
     control(&envoy, "-d");
     let threads = read_threads(out.path(), envoy.pid());
+    keep_profiles(out.path(), case, headers);
     let Some(worker) = threads.first() else {
         panic!(
             "{}: no callgrind dump in {}",
@@ -83,6 +84,24 @@ pub fn count(case: &Case, bootstrap: &Bootstrap, warmup: u32, requests: u32) -> 
         instructions_per_request: *worker as f64 / f64::from(requests),
         all_threads_per_request: threads.iter().sum::<u64>() as f64 / f64::from(requests),
         requests,
+    }
+}
+
+/// With `SWITCHYARD_BENCH_PROFILES=DIR`, the case's callgrind files are kept
+/// in `DIR/<case>/` for `callgrind_annotate` (where the instructions went:
+/// V8's JIT code, which is the module's own work, is the object `???`),
+/// with `case.json` (its filters and request headers) to replay the same
+/// request in the harness under `perf`.
+fn keep_profiles(from: &Path, case: &Case, headers: &[(String, String)]) {
+    let Some(dir) = std::env::var_os("SWITCHYARD_BENCH_PROFILES") else {
+        return;
+    };
+    let to = Path::new(&dir).join(case.name);
+    let _ = std::fs::create_dir_all(&to);
+    let described = serde_json::json!({"filters": case.filters, "path": PATH, "headers": headers});
+    let _ = std::fs::write(to.join("case.json"), described.to_string());
+    for entry in std::fs::read_dir(from).into_iter().flatten().flatten() {
+        let _ = std::fs::copy(entry.path(), to.join(entry.file_name()));
     }
 }
 
