@@ -17,7 +17,7 @@ use std::rc::Rc;
 use switchyard_core::shadow::{
     classify_answer, status_of, Answer, Captured, Decision, Mode, Shadow,
 };
-use switchyard_core::HeaderList;
+use switchyard_core::{HeaderList, RequestHeaders, WithClaims};
 
 const NAME: &str = "shadow";
 /// How often the root looks for comparisons that will never complete.
@@ -481,9 +481,14 @@ impl Stream for ShadowStream {
             return Action::Continue;
         };
         let s = &shared.shadow;
-        let headers = crate::fetch_request_headers(s.header_names(), shared.counters.header_errors);
-        if s.receiver.is_some() && s.is_shadow(&headers) {
-            return Self::receive(&shared, &headers);
+        // Owned copies only for a request that is shadowed or received.
+        let fetch =
+            || crate::fetch_request_headers(s.header_names(), shared.counters.header_errors);
+        if s.receiver.is_some()
+            && crate::request::with_headers(|h| s.is_shadow(h))
+                .unwrap_or_else(|_| s.is_shadow(&fetch()))
+        {
+            return Self::receive(&shared, &fetch());
         }
         // Only this filter decides what is shadowed and what is a shadow.
         let mut failed = crate::request::remove(s.cluster_header()).is_err();
@@ -491,13 +496,20 @@ impl Stream for ShadowStream {
         if failed {
             shared.counters.header_errors.increment();
         }
-        let decisions = s.decide(
-            &switchyard_core::WithClaims {
-                headers: &headers,
-                claims: crate::verified_claims(s.reads_claims()),
-            },
-            crate::next_split_draw(),
-        );
+        // Taken by whichever of the two calls below runs.
+        let mut claims = crate::verified_claims(s.reads_claims());
+        let draw = crate::next_split_draw();
+        let mut decide = |headers: &dyn RequestHeaders| {
+            let req = WithClaims {
+                headers,
+                claims: claims.take(),
+            };
+            s.decide(&req, draw)
+        };
+        let decisions = crate::request::with_headers(|h| decide(h)).unwrap_or_else(|_| {
+            shared.counters.header_errors.increment();
+            decide(&fetch())
+        });
         for decision in [decisions.mirror, decisions.compare] {
             match decision {
                 Decision::None | Decision::NotSampled(_) => {}
@@ -510,7 +522,7 @@ impl Stream for ShadowStream {
                     if let Some(c) = shared.rule_counters(rule) {
                         c.sampled.increment();
                     }
-                    self.shadow(&shared, &headers, rule);
+                    self.shadow(&shared, &fetch(), rule);
                 }
             }
         }

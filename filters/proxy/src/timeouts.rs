@@ -13,6 +13,7 @@ use std::rc::Rc;
 use switchyard_core::timeouts::{
     Admission, Budget, Forward, Reply, ReplyKind, Step, Timeouts, CLIENT_CONTROL_HEADERS,
 };
+use switchyard_core::{HeaderList, RequestHeaders, WithClaims};
 
 const NAME: &str = "timeouts";
 
@@ -310,11 +311,8 @@ impl Stream for TimeoutsStream {
             return Action::Continue;
         };
         let t = &shared.timeouts;
-        let fetched = crate::fetch_request_headers(t.header_names(), shared.counters.header_errors);
-        let headers = switchyard_core::WithClaims {
-            headers: &fetched,
-            claims: crate::verified_claims(t.reads_claims()),
-        };
+        // Taken by whichever of the two calls below runs.
+        let mut claims = crate::verified_claims(t.reads_claims());
         let now_ns = host::now_ns();
         let now = now_ns / 1_000_000;
         // Whole milliseconds spent since arrival, from nanoseconds so that
@@ -326,7 +324,19 @@ impl Stream for TimeoutsStream {
             .filter(|ms| *ms < 3_600_000)
             .unwrap_or(0);
         let arrived = now.saturating_sub(spent_ms);
-        let adm = t.admit(&headers, arrived, now, crate::next_split_draw());
+        let draw = crate::next_split_draw();
+        let mut admit = |headers: &dyn RequestHeaders| {
+            let req = WithClaims {
+                headers,
+                claims: claims.take(),
+            };
+            t.admit(&req, arrived, now, draw)
+        };
+        let adm = crate::request::with_headers(|h| admit(h)).unwrap_or_else(|_| {
+            // A host that will not give the map: admit as a bare request.
+            shared.counters.header_errors.increment();
+            admit(&HeaderList::new())
+        });
         if adm.budget == Budget::Malformed {
             shared.counters.deadline_malformed.increment();
         }
