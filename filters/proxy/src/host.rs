@@ -315,7 +315,7 @@ fn deserialize_pairs(bytes: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
     Some(out)
 }
 
-fn serialize_pairs(pairs: &[(&str, &[u8])]) -> Vec<u8> {
+pub(crate) fn serialize_pairs(pairs: &[(&str, &[u8])]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend((pairs.len() as u32).to_le_bytes());
     for (k, v) in pairs {

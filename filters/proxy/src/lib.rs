@@ -70,6 +70,30 @@ pub(crate) fn fetch_request_headers_repeated(
     }
 }
 
+/// Runs a policy's decision once over the request's headers (the chain's
+/// shared read) and the verified claims, when `wants_claims`. If the host
+/// refuses the map, the refusal is counted and the decision reads `names`
+/// one by one instead.
+pub(crate) fn decide_on_request<T>(
+    names: &[String],
+    wants_claims: bool,
+    errors: host::Counter,
+    mut decide: impl FnMut(&dyn switchyard_core::RequestHeaders) -> T,
+) -> T {
+    // Taken by whichever of the two calls below runs.
+    let mut claims = verified_claims(wants_claims);
+    let mut run = |headers: &dyn switchyard_core::RequestHeaders| {
+        decide(&switchyard_core::WithClaims {
+            headers,
+            claims: claims.take(),
+        })
+    };
+    request::with_headers(|h| run(h)).unwrap_or_else(|_| {
+        errors.increment();
+        run(&fetch_request_headers(names, errors))
+    })
+}
+
 /// The claims the auth policy verified for this request (the
 /// `switchyard.claims` property), when `wanted`: a policy that matches on
 /// claims reads them from here, whichever policy it is.

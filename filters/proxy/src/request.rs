@@ -7,8 +7,9 @@
 //! there, a second VM entry to allocate its value (measured in Envoy 1.40:
 //! four single reads cost about 15k instructions more than one read of the
 //! whole map). The copy is the host's own buffer indexed in place, so a
-//! request costs two allocations however many headers it has (a `String`
-//! and a `Vec` per header cost the router about 5k instructions a request).
+//! request costs two allocations however many headers it has (with a
+//! `String` and a `Vec` per header, the router cost 222.6k instructions a
+//! request; on this view, with the plain-path shortcut, 210.9k).
 //! A removal of a header the request lacks is not sent at all.
 //!
 //! The copy lives for one host callback and one effective context:
@@ -213,20 +214,7 @@ pub fn forget() {
 mod tests {
     use super::*;
 
-    fn encode(pairs: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
-        for (k, v) in pairs {
-            out.extend((k.len() as u32).to_le_bytes());
-            out.extend((v.len() as u32).to_le_bytes());
-        }
-        for (k, v) in pairs {
-            out.extend_from_slice(k.as_bytes());
-            out.push(0);
-            out.extend_from_slice(v);
-            out.push(0);
-        }
-        out
-    }
+    use crate::host::serialize_pairs as encode;
 
     #[test]
     fn a_view_finds_first_and_every_value_and_keeps_writes() {

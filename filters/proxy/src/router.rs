@@ -6,7 +6,6 @@ use crate::host::{self, Counter, Headers};
 use crate::vm::Action;
 use std::rc::Rc;
 use switchyard_core::router::Router;
-use switchyard_core::{HeaderList, RequestHeaders, WithClaims};
 
 const NAME: &str = "version_router";
 
@@ -85,22 +84,13 @@ impl Stream for RouterStream {
             return Action::Continue;
         };
         let router = &shared.router;
-        // Taken by whichever of the two calls below runs.
-        let mut claims = crate::verified_claims(router.reads_claims());
         let draw = crate::next_split_draw();
-        let mut decide = |headers: &dyn RequestHeaders| {
-            let req = WithClaims {
-                headers,
-                claims: claims.take(),
-            };
-            (router.override_rejected(&req), router.decide(&req, draw))
-        };
-        let (rejected, decision) =
-            crate::request::with_headers(|h| decide(h)).unwrap_or_else(|_| {
-                // A host that will not give the map: decide as for a bare request.
-                shared.header_errors.increment();
-                decide(&HeaderList::new())
-            });
+        let (rejected, decision) = crate::decide_on_request(
+            router.header_names(),
+            router.reads_claims(),
+            shared.header_errors,
+            |req| (router.override_rejected(req), router.decide(req, draw)),
+        );
         if rejected {
             shared.override_rejected.increment();
         }

@@ -17,7 +17,7 @@ use std::rc::Rc;
 use switchyard_core::shadow::{
     classify_answer, status_of, Answer, Captured, Decision, Mode, Shadow,
 };
-use switchyard_core::{HeaderList, RequestHeaders, WithClaims};
+use switchyard_core::HeaderList;
 
 const NAME: &str = "shadow";
 /// How often the root looks for comparisons that will never complete.
@@ -496,20 +496,13 @@ impl Stream for ShadowStream {
         if failed {
             shared.counters.header_errors.increment();
         }
-        // Taken by whichever of the two calls below runs.
-        let mut claims = crate::verified_claims(s.reads_claims());
         let draw = crate::next_split_draw();
-        let mut decide = |headers: &dyn RequestHeaders| {
-            let req = WithClaims {
-                headers,
-                claims: claims.take(),
-            };
-            s.decide(&req, draw)
-        };
-        let decisions = crate::request::with_headers(|h| decide(h)).unwrap_or_else(|_| {
-            shared.counters.header_errors.increment();
-            decide(&fetch())
-        });
+        let decisions = crate::decide_on_request(
+            s.header_names(),
+            s.reads_claims(),
+            shared.counters.header_errors,
+            |req| s.decide(req, draw),
+        );
         for decision in [decisions.mirror, decisions.compare] {
             match decision {
                 Decision::None | Decision::NotSampled(_) => {}

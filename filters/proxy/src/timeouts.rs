@@ -13,7 +13,6 @@ use std::rc::Rc;
 use switchyard_core::timeouts::{
     Admission, Budget, Forward, Reply, ReplyKind, Step, Timeouts, CLIENT_CONTROL_HEADERS,
 };
-use switchyard_core::{HeaderList, RequestHeaders, WithClaims};
 
 const NAME: &str = "timeouts";
 
@@ -311,8 +310,6 @@ impl Stream for TimeoutsStream {
             return Action::Continue;
         };
         let t = &shared.timeouts;
-        // Taken by whichever of the two calls below runs.
-        let mut claims = crate::verified_claims(t.reads_claims());
         let now_ns = host::now_ns();
         let now = now_ns / 1_000_000;
         // Whole milliseconds spent since arrival, from nanoseconds so that
@@ -325,18 +322,12 @@ impl Stream for TimeoutsStream {
             .unwrap_or(0);
         let arrived = now.saturating_sub(spent_ms);
         let draw = crate::next_split_draw();
-        let mut admit = |headers: &dyn RequestHeaders| {
-            let req = WithClaims {
-                headers,
-                claims: claims.take(),
-            };
-            t.admit(&req, arrived, now, draw)
-        };
-        let adm = crate::request::with_headers(|h| admit(h)).unwrap_or_else(|_| {
-            // A host that will not give the map: admit as a bare request.
-            shared.counters.header_errors.increment();
-            admit(&HeaderList::new())
-        });
+        let adm = crate::decide_on_request(
+            t.header_names(),
+            t.reads_claims(),
+            shared.counters.header_errors,
+            |req| t.admit(req, arrived, now, draw),
+        );
         if adm.budget == Budget::Malformed {
             shared.counters.deadline_malformed.increment();
         }
