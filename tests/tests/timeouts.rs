@@ -295,3 +295,79 @@ fn fault_abort_answers_the_aimed_requests_only() {
         1
     );
 }
+
+/// Envoy with a Lua filter before the timeouts filter that holds every
+/// request for a 0.6 s call of its own (as `ext_authz` would).
+fn setup_behind_a_slow_filter(budget_from: Option<&str>) -> Setup {
+    let (v1, v2) = (Backend::start("v1"), Backend::start("v2"));
+    let mut b = Bootstrap::load(&paths::envoy_config("timeouts.yaml"));
+    b.set_cluster_port("v1", v1.port)
+        .set_cluster_port("v2", v2.port);
+    let mut config = b.filter_config("switchyard.timeouts");
+    if let Some(from) = budget_from {
+        config["budget_from"] = from.into();
+    }
+    b.set_filter_config("switchyard.timeouts", &config);
+    let lua = serde_json::json!({
+        "name": "slow.lua",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": {"inline_string": r#"
+                function envoy_on_request(handle)
+                  handle:httpCall("v1", {[":method"] = "GET", [":path"] = "/delay/0.6",
+                    [":authority"] = "slow"}, "", 5000)
+                end"#}
+        }
+    });
+    let filters =
+        b.0.pointer_mut(
+            "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
+        )
+        .and_then(Value::as_array_mut)
+        .expect("the connection manager's filters");
+    let at = filters
+        .iter()
+        .position(|f| f["name"] == "switchyard.timeouts")
+        .expect("the timeouts filter");
+    filters.insert(at, lua);
+    Setup {
+        envoy: Envoy::start(&b),
+        v1,
+        v2,
+    }
+}
+
+/// The budget the upstream was told for `/productpage`, and how long the
+/// request took.
+fn productpage_budget(s: &Setup) -> (u64, Duration) {
+    let (status, elapsed, body) = timed(s, "/productpage", &[]);
+    assert_eq!(status, 200, "{body}");
+    let seen = s.v1.received();
+    let page = seen
+        .iter()
+        .find(|r| r.path == "/productpage")
+        .expect("the request reached v1");
+    let budget = page
+        .header("x-envoy-expected-rq-timeout-ms")
+        .and_then(|v| v.parse().ok())
+        .expect("the budget was set");
+    (budget, elapsed)
+}
+
+#[test]
+fn by_default_the_budget_counts_from_when_switchyard_first_sees_the_request() {
+    let s = setup_behind_a_slow_filter(None);
+    let (budget, elapsed) = productpage_budget(&s);
+    assert!(elapsed >= Duration::from_millis(600), "{elapsed:?}");
+    // The 3 s default rule, whole: the Lua filter's 0.6 s came before.
+    assert!((2990..=3000).contains(&budget), "{budget}");
+}
+
+#[test]
+fn budget_from_envoy_arrival_spends_the_time_in_earlier_envoy_filters() {
+    let s = setup_behind_a_slow_filter(Some("envoy_arrival"));
+    let (budget, elapsed) = productpage_budget(&s);
+    // 3 s less the 0.6 s call, and less no more than the request took.
+    let least = 3000u64.saturating_sub(elapsed.as_millis() as u64);
+    assert!((least..=2400).contains(&budget), "{budget} ({elapsed:?})");
+}

@@ -2,9 +2,10 @@
 //! that cap them and travel upstream, and faults (delay, abort) aimed by the
 //! shared `match` block.
 //!
-//! A request's budget runs from its arrival in the proxy: the smaller of the
-//! rule's timeout and the caller's deadline. Time spent before the filter
-//! (another filter's I/O) or in an injected delay counts against it, so the
+//! A request's budget runs from its arrival (by default when Switchyard
+//! first saw it, see [`BudgetFrom`]): the smaller of the rule's timeout and
+//! the caller's deadline. Time spent since (an earlier policy's I/O) or in
+//! an injected delay counts against it, so the
 //! router only gets what is left and a delay longer than the budget ends in
 //! 504 when the budget does, not when the delay does.
 //!
@@ -17,7 +18,7 @@ mod config;
 mod tests;
 
 pub use config::{
-    AbortConfig, DeadlineConfig, DelayConfig, FaultConfig, RetriesConfig, RuleConfig,
+    AbortConfig, BudgetFrom, DeadlineConfig, DelayConfig, FaultConfig, RetriesConfig, RuleConfig,
     TimeoutsConfig, RETRY_CONDITIONS,
 };
 
@@ -100,6 +101,8 @@ pub struct Timeouts {
     /// The `path_normalization` this configuration set, if it did (the
     /// filter applies it before every policy).
     pub path_normalization: Option<crate::path::PathNormalization>,
+    /// Where the budget's clock starts.
+    pub budget_from: BudgetFrom,
 }
 
 /// A caller's inbound deadline.
@@ -224,6 +227,7 @@ impl Timeouts {
         add("content-type");
         Ok(Self {
             path_normalization: config.path_normalization,
+            budget_from: config.budget_from,
             rules,
             faults,
             deadline,

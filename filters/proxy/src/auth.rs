@@ -658,7 +658,7 @@ impl Stream for AuthStream {
         true
     }
 
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _arrival: crate::chain::Arrival) -> Action {
         let Some(shared) = self.shared.clone() else {
             // Unconfigured root: the host should not create streams; deny rather than allow.
             let _ = host::send_local_response(503, "switchyard_auth_unconfigured", b"", &[]);

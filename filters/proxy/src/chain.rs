@@ -31,15 +31,29 @@ pub(crate) trait Policy {
     fn path_normalization(&self) -> Option<PathNormalization> {
         None
     }
+    /// Whether its streams need [`Arrival::first_seen_ns`] (asked once,
+    /// after `configure`): the clock is read per request only if one does.
+    fn wants_first_sight(&self) -> bool {
+        false
+    }
     fn on_tick(&mut self) {}
     /// An answer to an HTTP call sent from the root; ignore unknown tokens.
     fn on_http_call_response(&mut self, _token: u32, _num_headers: usize, _body_size: usize) {}
     fn create_stream(&self, context_id: u32) -> Box<dyn Stream>;
 }
 
+/// What the chain knows of a request's arrival, the same for every policy
+/// however long an earlier one held the request.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Arrival {
+    /// The host clock (ns) when the chain first saw the request's headers,
+    /// if a policy asked for it.
+    pub(crate) first_seen_ns: Option<u64>,
+}
+
 /// One policy's part of a stream: the callbacks policies use.
 pub(crate) trait Stream {
-    fn on_http_request_headers(&mut self, num_headers: usize, end_of_stream: bool) -> Action;
+    fn on_http_request_headers(&mut self, arrival: Arrival) -> Action;
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         Action::Continue
     }
@@ -154,8 +168,7 @@ struct Stages {
     streams: Vec<Box<dyn Stream>>,
     /// The policy holding the request, if one is.
     paused_at: Option<usize>,
-    num_headers: usize,
-    end_of_stream: bool,
+    arrival: Arrival,
 }
 
 #[derive(Default)]
@@ -180,9 +193,9 @@ impl Shared {
         let Ok(mut st) = stages.try_borrow_mut() else {
             return Action::Continue;
         };
-        let (n, eos) = (st.num_headers, st.end_of_stream);
+        let arrival = st.arrival;
         for i in from..st.streams.len() {
-            if let Action::Pause = st.streams[i].on_http_request_headers(n, eos) {
+            if let Action::Pause = st.streams[i].on_http_request_headers(arrival) {
                 st.paused_at = Some(i);
                 drop(st);
                 self.paused.borrow_mut().push((context_id, stages.clone()));
@@ -296,6 +309,8 @@ pub struct ChainRoot {
     configured: Cell<bool>,
     /// Run before the first policy of every request.
     path: Option<Rc<PathGuard>>,
+    /// Whether a policy wants [`Arrival::first_seen_ns`].
+    stamps_arrival: bool,
 }
 
 impl ChainRoot {
@@ -306,6 +321,7 @@ impl ChainRoot {
             policies: Vec::new(),
             configured: Cell::new(false),
             path: None,
+            stamps_arrival: false,
         }
     }
 
@@ -338,6 +354,7 @@ impl ChainRoot {
             names.push(name);
             self.policies.push(policy);
         }
+        self.stamps_arrival = self.policies.iter().any(|p| p.wants_first_sight());
         let declared = names
             .iter()
             .zip(&self.policies)
@@ -424,11 +441,11 @@ impl ChainRoot {
             shared: self.shared.clone(),
             path: self.path.clone(),
             context_id,
+            stamps_arrival: self.stamps_arrival,
             stages: Rc::new(RefCell::new(Stages {
                 streams,
                 paused_at: None,
-                num_headers: 0,
-                end_of_stream: false,
+                arrival: Arrival::default(),
             })),
         }
     }
@@ -438,6 +455,7 @@ pub struct ChainStream {
     shared: Rc<Shared>,
     path: Option<Rc<PathGuard>>,
     context_id: u32,
+    stamps_arrival: bool,
     stages: Rc<RefCell<Stages>>,
 }
 
@@ -483,10 +501,11 @@ impl ChainStream {
         }
     }
 
-    pub(crate) fn on_request_headers(&mut self, num_headers: usize, end_of_stream: bool) -> Action {
-        if let Ok(mut st) = self.stages.try_borrow_mut() {
-            st.num_headers = num_headers;
-            st.end_of_stream = end_of_stream;
+    pub(crate) fn on_request_headers(&mut self) -> Action {
+        if self.stamps_arrival {
+            if let Ok(mut st) = self.stages.try_borrow_mut() {
+                st.arrival.first_seen_ns = Some(host::now_ns());
+            }
         }
         if let Some(Action::Pause) = self.path.as_ref().map(|p| p.check()) {
             return Action::Pause;

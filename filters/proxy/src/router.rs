@@ -79,7 +79,7 @@ struct RouterStream {
 }
 
 impl Stream for RouterStream {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _arrival: crate::chain::Arrival) -> Action {
         let Some(shared) = self.shared.as_deref() else {
             return Action::Continue;
         };

@@ -476,7 +476,7 @@ impl Stream for ShadowStream {
         true
     }
 
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _arrival: crate::chain::Arrival) -> Action {
         let Some(shared) = self.shared.clone() else {
             return Action::Continue;
         };

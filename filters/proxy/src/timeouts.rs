@@ -5,13 +5,14 @@
 //! Held requests are resumed by the root: its tick is armed for the earliest
 //! wake-up only while something waits, so an idle filter never ticks.
 
-use crate::chain::{Handle, Policy, Stream};
+use crate::chain::{Arrival, Handle, Policy, Stream};
 use crate::host::{self, Counter, Level};
 use crate::vm::Action;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use switchyard_core::timeouts::{
-    Admission, Budget, Forward, Reply, ReplyKind, Step, Timeouts, CLIENT_CONTROL_HEADERS,
+    Admission, Budget, BudgetFrom, Forward, Reply, ReplyKind, Step, Timeouts,
+    CLIENT_CONTROL_HEADERS,
 };
 
 const NAME: &str = "timeouts";
@@ -112,6 +113,12 @@ impl TimeoutsRoot {
 impl Policy for TimeoutsRoot {
     fn path_normalization(&self) -> Option<switchyard_core::path::PathNormalization> {
         self.shared.as_ref()?.timeouts.path_normalization
+    }
+
+    fn wants_first_sight(&self) -> bool {
+        self.shared
+            .as_ref()
+            .is_some_and(|s| s.timeouts.budget_from == BudgetFrom::Switchyard)
     }
 
     fn configure(&mut self, config: Option<&[u8]>) -> bool {
@@ -305,17 +312,21 @@ impl Stream for TimeoutsStream {
         true
     }
 
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, arrival: Arrival) -> Action {
         let Some(shared) = self.shared.as_deref() else {
             return Action::Continue;
         };
         let t = &shared.timeouts;
         let now_ns = host::now_ns();
         let now = now_ns / 1_000_000;
+        let started_ns = match t.budget_from {
+            BudgetFrom::Switchyard => arrival.first_seen_ns,
+            BudgetFrom::EnvoyArrival => host::request_start_ns(),
+        };
         // Whole milliseconds spent since arrival, from nanoseconds so that
         // rounding never charges a fresh request a millisecond. A start time
         // an hour off is not this request's: count from now.
-        let spent_ms = host::request_start_ns()
+        let spent_ms = started_ns
             .and_then(|start| now_ns.checked_sub(start))
             .map(|ns| ns / 1_000_000)
             .filter(|ms| *ms < 3_600_000)

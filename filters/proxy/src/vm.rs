@@ -119,8 +119,10 @@ fn with_stream(id: u32, call: impl FnOnce(&mut ChainStream) -> Action) -> Action
     action
 }
 
-pub fn on_request_headers(id: u32, num_headers: usize, end_of_stream: bool) -> Action {
-    with_stream(id, |s| s.on_request_headers(num_headers, end_of_stream))
+/// The header count and end-of-stream flag are not needed: every policy
+/// reads the map itself and decides on headers alone.
+pub fn on_request_headers(id: u32, _num_headers: usize, _end_of_stream: bool) -> Action {
+    with_stream(id, |s| s.on_request_headers())
 }
 
 pub fn on_response_headers(id: u32, num_headers: usize, end_of_stream: bool) -> Action {

@@ -400,6 +400,7 @@ fn bad_configuration_names_the_field() {
             "faults[0].abort.grpc_status",
         ),
         (r#"{"sample_by": "X-Id"}"#, "sample_by"),
+        (r#"{"budget_from": "later"}"#, "budget_from"),
         (r#"{"rules": [{"name": "a", "timeout": 5}]}"#, "rules[0]"),
     ] {
         assert!(
@@ -408,4 +409,18 @@ fn bad_configuration_names_the_field() {
             err(json)
         );
     }
+}
+
+#[test]
+fn the_budget_counts_from_switchyard_unless_envoy_arrival_is_asked_for() {
+    let from = |json: &str| Timeouts::from_json(json.as_bytes()).unwrap().budget_from;
+    assert_eq!(from("{}"), BudgetFrom::Switchyard);
+    assert_eq!(
+        from(r#"{"budget_from": "switchyard"}"#),
+        BudgetFrom::Switchyard
+    );
+    assert_eq!(
+        from(r#"{"budget_from": "envoy_arrival"}"#),
+        BudgetFrom::EnvoyArrival
+    );
 }
