@@ -15,12 +15,23 @@ struct Setup {
 
 /// Envoy with `envoy-config/timeouts.yaml` in front of `v1` and `v2`.
 fn setup_with(v1: Backend, v2: Backend, edit: impl FnOnce(&mut Value)) -> Setup {
+    setup_editing(v1, v2, edit, |_| {})
+}
+
+/// [`setup_with`], the bootstrap edited too (after the filter's configuration).
+fn setup_editing(
+    v1: Backend,
+    v2: Backend,
+    edit: impl FnOnce(&mut Value),
+    edit_bootstrap: impl FnOnce(&mut Bootstrap),
+) -> Setup {
     let mut b = Bootstrap::load(&paths::envoy_config("timeouts.yaml"));
     b.set_cluster_port("v1", v1.port)
         .set_cluster_port("v2", v2.port);
     let mut config = b.filter_config("switchyard.timeouts");
     edit(&mut config);
     b.set_filter_config("switchyard.timeouts", &config);
+    edit_bootstrap(&mut b);
     Setup {
         envoy: Envoy::start(&b),
         v1,
@@ -299,15 +310,20 @@ fn fault_abort_answers_the_aimed_requests_only() {
 /// Envoy with a Lua filter before the timeouts filter that holds every
 /// request for a 0.6 s call of its own (as `ext_authz` would).
 fn setup_behind_a_slow_filter(budget_from: Option<&str>) -> Setup {
-    let (v1, v2) = (Backend::start("v1"), Backend::start("v2"));
-    let mut b = Bootstrap::load(&paths::envoy_config("timeouts.yaml"));
-    b.set_cluster_port("v1", v1.port)
-        .set_cluster_port("v2", v2.port);
-    let mut config = b.filter_config("switchyard.timeouts");
-    if let Some(from) = budget_from {
-        config["budget_from"] = from.into();
-    }
-    b.set_filter_config("switchyard.timeouts", &config);
+    let edit = |config: &mut Value| {
+        if let Some(from) = budget_from {
+            config["budget_from"] = from.into();
+        }
+    };
+    setup_editing(
+        Backend::start("v1"),
+        Backend::start("v2"),
+        edit,
+        insert_slow_lua,
+    )
+}
+
+fn insert_slow_lua(b: &mut Bootstrap) {
     let lua = serde_json::json!({
         "name": "slow.lua",
         "typed_config": {
@@ -330,11 +346,6 @@ fn setup_behind_a_slow_filter(budget_from: Option<&str>) -> Setup {
         .position(|f| f["name"] == "switchyard.timeouts")
         .expect("the timeouts filter");
     filters.insert(at, lua);
-    Setup {
-        envoy: Envoy::start(&b),
-        v1,
-        v2,
-    }
 }
 
 /// The budget the upstream was told for `/productpage`, and how long the
