@@ -644,6 +644,21 @@ impl Auth {
         }
     }
 
+    /// Each rule's match, in the order a request's rule is picked (for explanations).
+    pub fn rule_matchers(&self) -> impl Iterator<Item = &RequestMatch> {
+        self.rules.iter().map(|r| &r.matcher)
+    }
+
+    /// The names of the providers rule `r` tries.
+    pub fn rule_providers(&self, r: usize) -> Vec<&str> {
+        self.rules.get(r).map_or_else(Vec::new, |rule| {
+            rule.providers
+                .iter()
+                .map(|&p| self.providers[p].name.as_str())
+                .collect()
+        })
+    }
+
     /// Starts evaluating a request: picks its rule.
     pub fn begin(&self, req: &(impl RequestHeaders + ?Sized)) -> Evaluation {
         Evaluation {

@@ -39,6 +39,8 @@ enum ClaimOp {
 pub struct ClaimMatcher {
     path: String,
     op: ClaimOp,
+    /// The configuration field, for explanations.
+    field: String,
 }
 
 /// Compiles a `claims` block (`{"groups": {"contains": "admin"}}`).
@@ -73,6 +75,7 @@ pub fn compile_claims(
             Ok(ClaimMatcher {
                 path: path.clone(),
                 op,
+                field,
             })
         })
         .collect()
@@ -94,6 +97,26 @@ impl ClaimMatcher {
                 Some(Value::Array(items)) => items.iter().any(|i| i.as_str() == Some(want)),
                 Some(Value::String(s)) => s.split(' ').any(|w| w == want),
                 _ => false,
+            },
+        }
+    }
+}
+
+impl ClaimMatcher {
+    /// This condition as an explanation's unmet condition (`claims.<path>`).
+    pub fn unmet(&self, claims: Option<&Value>) -> crate::matcher::Unmet {
+        crate::matcher::Unmet {
+            field: self.field.clone(),
+            expected: match &self.op {
+                ClaimOp::String(m) => m.describe(),
+                ClaimOp::Contains(w) => format!("contains {w:?}"),
+            },
+            actual: match claims {
+                None => Some("no verified credential".to_owned()),
+                Some(c) => claim(c, &self.path).map(|v| match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                }),
             },
         }
     }

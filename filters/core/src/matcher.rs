@@ -81,6 +81,26 @@ impl StringMatcher {
         })
     }
 
+    /// The comparison as configuration writes it, for explanations.
+    pub fn describe(&self) -> String {
+        let text = |v: &[u8]| format!("{:?}", String::from_utf8_lossy(v));
+        match self {
+            Self::Exact(v) => format!("exact {}", text(v)),
+            Self::Prefix(v) => format!("prefix {}", text(v)),
+            Self::Suffix(v) => format!("suffix {}", text(v)),
+            // Strip the anchors `compile` added.
+            Self::Regex(r) => {
+                let p = r.as_str();
+                let p = p
+                    .strip_prefix("^(?:")
+                    .and_then(|p| p.strip_suffix(")$"))
+                    .unwrap_or(p);
+                format!("regex {p:?}")
+            }
+            Self::Present(p) => format!("present {p}"),
+        }
+    }
+
     /// Whether `value` (`None` when absent) satisfies this comparison.
     pub fn matches(&self, value: Option<&[u8]>) -> bool {
         match (self, value) {
@@ -105,8 +125,21 @@ enum Subject {
 
 #[derive(Debug, Clone)]
 enum Condition {
-    Value(Subject, StringMatcher),
-    Method(Vec<Box<[u8]>>),
+    /// The value, its comparison, and the configuration field it came from.
+    Value(Subject, StringMatcher, Box<str>),
+    Method(Vec<Box<[u8]>>, Box<str>),
+}
+
+/// The first condition of a `match` a request does not meet: what an
+/// explained decision shows beside the rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unmet {
+    /// The configuration field of the condition (`routes[0].match.headers.end-user`).
+    pub field: String,
+    /// The comparison, as written (`exact "jason"`).
+    pub expected: String,
+    /// What the request had (lossy UTF-8), or `None` when it was absent.
+    pub actual: Option<String>,
 }
 
 /// A compiled `match` block.
@@ -121,15 +154,19 @@ impl RequestMatch {
     pub fn compile(config: &MatchConfig, field: &str) -> Result<Self, ConfigError> {
         let mut conditions = Vec::new();
         if let Some(m) = &config.path {
+            let at = format!("{field}.path");
             conditions.push(Condition::Value(
                 Subject::Path,
-                StringMatcher::compile(m, &format!("{field}.path"))?,
+                StringMatcher::compile(m, &at)?,
+                at.into(),
             ));
         }
         if let Some(m) = &config.authority {
+            let at = format!("{field}.authority");
             conditions.push(Condition::Value(
                 Subject::Authority,
-                StringMatcher::compile(m, &format!("{field}.authority"))?,
+                StringMatcher::compile(m, &at)?,
+                at.into(),
             ));
         }
         if let Some(methods) = &config.method {
@@ -141,6 +178,7 @@ impl RequestMatch {
             }
             conditions.push(Condition::Method(
                 methods.iter().map(|m| m.as_bytes().into()).collect(),
+                format!("{field}.method").into(),
             ));
         }
         for (name, m) in &config.headers {
@@ -153,21 +191,27 @@ impl RequestMatch {
                     "not a valid header name",
                 ));
             }
+            let at = format!("{field}.headers.{name}");
             conditions.push(Condition::Value(
                 Subject::Header(lower.into()),
-                StringMatcher::compile(m, &format!("{field}.headers.{name}"))?,
+                StringMatcher::compile(m, &at)?,
+                at.into(),
             ));
         }
         for (name, m) in &config.cookies {
+            let at = format!("{field}.cookies.{name}");
             conditions.push(Condition::Value(
                 Subject::Cookie(name.as_str().into()),
-                StringMatcher::compile(m, &format!("{field}.cookies.{name}"))?,
+                StringMatcher::compile(m, &at)?,
+                at.into(),
             ));
         }
         for (name, m) in &config.query {
+            let at = format!("{field}.query.{name}");
             conditions.push(Condition::Value(
                 Subject::Query(name.as_str().into()),
-                StringMatcher::compile(m, &format!("{field}.query.{name}"))?,
+                StringMatcher::compile(m, &at)?,
+                at.into(),
             ));
         }
         let claims = compile_claims(&config.claims, &format!("{field}.claims"))?;
@@ -176,12 +220,43 @@ impl RequestMatch {
 
     /// True when every condition holds (an empty match holds for every request).
     pub fn matches(&self, req: &(impl RequestHeaders + ?Sized)) -> bool {
-        self.conditions.iter().all(|c| match c {
-            Condition::Method(methods) => req
-                .header(":method")
-                .is_some_and(|m| methods.iter().any(|x| &x[..] == m)),
-            Condition::Value(subject, matcher) => matcher.matches(subject.value(req)),
-        }) && (self.claims.is_empty() || all_match(&self.claims, req.claims()))
+        self.conditions.iter().all(|c| c.holds(req))
+            && (self.claims.is_empty() || all_match(&self.claims, req.claims()))
+    }
+
+    /// The first condition `req` does not meet, in the order [`Self::matches`]
+    /// checks them, or `None` when the match holds. Only explanations call
+    /// this; the filters call `matches`.
+    pub fn unmet(&self, req: &(impl RequestHeaders + ?Sized)) -> Option<Unmet> {
+        let lossy = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+        for c in &self.conditions {
+            if c.holds(req) {
+                continue;
+            }
+            return Some(match c {
+                Condition::Method(methods, at) => Unmet {
+                    field: at.to_string(),
+                    expected: format!(
+                        "one of {}",
+                        methods
+                            .iter()
+                            .map(|m| lossy(m))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    actual: req.header(":method").map(lossy),
+                },
+                Condition::Value(subject, matcher, at) => Unmet {
+                    field: at.to_string(),
+                    expected: matcher.describe(),
+                    actual: subject.value(req).map(lossy),
+                },
+            });
+        }
+        self.claims
+            .iter()
+            .find(|c| !c.matches(req.claims()))
+            .map(|c| c.unmet(req.claims()))
     }
 
     /// True when this match has conditions on verified claims.
@@ -192,11 +267,11 @@ impl RequestMatch {
     /// The header names this match reads, so a host can fetch only those.
     pub fn header_names(&self) -> impl Iterator<Item = &str> {
         self.conditions.iter().map(|c| match c {
-            Condition::Method(_) => ":method",
-            Condition::Value(Subject::Path | Subject::Query(_), _) => ":path",
-            Condition::Value(Subject::Authority, _) => ":authority",
-            Condition::Value(Subject::Cookie(_), _) => "cookie",
-            Condition::Value(Subject::Header(h), _) => h,
+            Condition::Method(..) => ":method",
+            Condition::Value(Subject::Path | Subject::Query(_), ..) => ":path",
+            Condition::Value(Subject::Authority, ..) => ":authority",
+            Condition::Value(Subject::Cookie(_), ..) => "cookie",
+            Condition::Value(Subject::Header(h), ..) => h,
         })
     }
 
@@ -204,7 +279,18 @@ impl RequestMatch {
     pub fn reads_header(&self, name: &str) -> bool {
         self.conditions
             .iter()
-            .any(|c| matches!(c, Condition::Value(Subject::Header(h), _) if &**h == name))
+            .any(|c| matches!(c, Condition::Value(Subject::Header(h), ..) if &**h == name))
+    }
+}
+
+impl Condition {
+    fn holds(&self, req: &(impl RequestHeaders + ?Sized)) -> bool {
+        match self {
+            Condition::Method(methods, _) => req
+                .header(":method")
+                .is_some_and(|m| methods.iter().any(|x| &x[..] == m)),
+            Condition::Value(subject, matcher, _) => matcher.matches(subject.value(req)),
+        }
     }
 }
 

@@ -111,6 +111,8 @@ pub struct Decision<'a> {
     pub rule: &'a str,
     pub reason: Reason,
     pub outcome: usize,
+    /// For a split: the bucket drawn out of `total` (the weights' sum).
+    pub bucket: Option<(u64, u64)>,
 }
 
 /// A (rule, version) pair a decision can produce.
@@ -137,6 +139,7 @@ enum Target {
 
 #[derive(Debug)]
 struct Route {
+    name: String,
     matcher: RequestMatch,
     target: Target,
 }
@@ -301,7 +304,11 @@ impl Router {
                     ));
                 }
             };
-            routes.push(Route { matcher, target });
+            routes.push(Route {
+                name,
+                matcher,
+                target,
+            });
         }
 
         let (override_header, override_allow) = match &config.override_ {
@@ -421,7 +428,10 @@ impl Router {
                         .iter()
                         .find(|(upper, _)| bucket < *upper)
                         .map_or(self.default_outcome, |(_, o)| *o);
-                    self.decision(outcome, reason)
+                    Decision {
+                        bucket: Some((bucket, *total)),
+                        ..self.decision(outcome, reason)
+                    }
                 }
             };
         }
@@ -443,6 +453,7 @@ impl Router {
             rule: &o.rule,
             reason,
             outcome,
+            bucket: None,
         }
     }
 
@@ -477,6 +488,28 @@ impl Router {
 
     pub fn header_names(&self) -> &[String] {
         &self.header_names
+    }
+
+    /// Each route's name and match, in the order decisions try them (for
+    /// explanations).
+    pub fn routes(&self) -> impl Iterator<Item = (&str, &RequestMatch)> {
+        self.routes.iter().map(|r| (r.name.as_str(), &r.matcher))
+    }
+
+    /// Where a route's split reads its sticky key, if it is a sticky split.
+    pub fn sticky(&self, route: &str) -> Option<&StickyConfig> {
+        self.routes
+            .iter()
+            .find(|r| r.name == route)
+            .and_then(|r| match &r.target {
+                Target::Split { sticky, .. } => sticky.as_ref(),
+                Target::Fixed { .. } => None,
+            })
+    }
+
+    /// The override header, if clients may pin a version.
+    pub fn override_header(&self) -> Option<&str> {
+        self.override_header.as_deref()
     }
 }
 

@@ -3,7 +3,7 @@
 //! tagged, how a shadow target recognises one, and how a shadow response is
 //! compared with the primary's (status, headers, JSON-aware body).
 
-mod compare;
+pub mod compare;
 mod config;
 #[cfg(test)]
 mod tests;
@@ -75,6 +75,13 @@ pub enum Decision {
     Unsafe(usize),
     /// Copy it with rule `.0`'s mode.
     Shadow(usize),
+}
+
+impl Rule {
+    /// Which requests this rule copies (for explanations).
+    pub fn matcher(&self) -> &RequestMatch {
+        &self.matcher
+    }
 }
 
 impl Shadow {
@@ -287,6 +294,25 @@ impl Shadow {
             .collect();
         out.push((self.tag_header.clone(), b"true".to_vec()));
         out
+    }
+
+    /// Every place (up to `limit`) the bodies differ, where
+    /// [`Shadow::compare`] reports the first; none when a body was truncated.
+    pub fn body_differences(
+        &self,
+        primary: &Captured,
+        shadow: &Captured,
+        limit: usize,
+    ) -> Vec<String> {
+        if primary.truncated || shadow.truncated {
+            return Vec::new();
+        }
+        compare::body_differences(
+            &primary.body,
+            &shadow.body,
+            &self.compare.ignore_json_paths,
+            limit,
+        )
     }
 
     /// Compares a shadow response with the primary's.

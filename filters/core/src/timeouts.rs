@@ -412,7 +412,19 @@ impl Timeouts {
     }
 }
 
+impl Rule {
+    /// Which requests this rule applies to (for explanations).
+    pub fn matcher(&self) -> &RequestMatch {
+        &self.matcher
+    }
+}
+
 impl Fault {
+    /// Which requests this fault is aimed at (for explanations).
+    pub fn matcher(&self) -> &RequestMatch {
+        &self.matcher
+    }
+
     fn samples(&self) -> bool {
         self.delay.as_ref().is_some_and(|(_, s)| !s.always())
             || self.abort.as_ref().is_some_and(|a| !a.sampler.always())

@@ -160,6 +160,18 @@ pub(super) fn compare(
 }
 
 fn body_difference(primary: &[u8], shadow: &[u8], ignore: &[String]) -> Option<String> {
+    body_differences(primary, shadow, ignore, 1).pop()
+}
+
+/// Where two bodies differ, at most `limit` places, in key order: JSON
+/// pointers with both values when both are JSON, else `bytes`.
+pub fn body_differences(
+    primary: &[u8],
+    shadow: &[u8],
+    ignore: &[String],
+    limit: usize,
+) -> Vec<String> {
+    let mut out = Vec::new();
     let parsed = (
         serde_json::from_slice::<Value>(primary),
         serde_json::from_slice::<Value>(shadow),
@@ -169,9 +181,11 @@ fn body_difference(primary: &[u8], shadow: &[u8], ignore: &[String]) -> Option<S
             remove_pointer(&mut p, path);
             remove_pointer(&mut s, path);
         }
-        return first_difference(&p, &s, String::new());
+        differences(&p, &s, String::new(), &mut out, limit);
+    } else if primary != shadow && limit > 0 {
+        out.push("bytes".to_owned());
     }
-    (primary != shadow).then(|| "bytes".to_owned())
+    out
 }
 
 /// Removes the value at a JSON pointer (RFC 6901), if present.
@@ -195,27 +209,37 @@ fn remove_pointer(v: &mut Value, pointer: &str) {
     }
 }
 
-/// The JSON pointer of the first difference, with both values when short.
-fn first_difference(p: &Value, s: &Value, at: String) -> Option<String> {
+/// Appends the JSON pointer of each difference, with both values when short,
+/// until `out` holds `limit`.
+fn differences(p: &Value, s: &Value, at: String, out: &mut Vec<String>, limit: usize) {
+    if out.len() >= limit {
+        return;
+    }
     match (p, s) {
         (Value::Object(a), Value::Object(b)) => {
             // serde_json's map is ordered by key, so key order never matters.
             let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-            keys.into_iter().find_map(|k| {
+            for k in keys {
                 let here = format!("{at}/{}", k.replace('~', "~0").replace('/', "~1"));
                 match (a.get(k), b.get(k)) {
-                    (Some(x), Some(y)) => first_difference(x, y, here),
-                    (x, y) => Some(describe(&here, x, y)),
+                    (Some(x), Some(y)) => differences(x, y, here, out, limit),
+                    (x, y) => out.push(describe(&here, x, y)),
                 }
-            })
+                if out.len() >= limit {
+                    return;
+                }
+            }
         }
-        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => a
-            .iter()
-            .zip(b)
-            .enumerate()
-            .find_map(|(i, (x, y))| first_difference(x, y, format!("{at}/{i}"))),
-        _ if p == s => None,
-        _ => Some(describe(&at, Some(p), Some(s))),
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                differences(x, y, format!("{at}/{i}"), out, limit);
+                if out.len() >= limit {
+                    return;
+                }
+            }
+        }
+        _ if p == s => {}
+        _ => out.push(describe(&at, Some(p), Some(s))),
     }
 }
 
