@@ -130,6 +130,10 @@ pub struct UpstreamRequest {
     pub trailers: Option<Headers>,
     /// Attempts the router made (1 + retries).
     pub attempts: u32,
+    /// The router controls the filters left on the request (timeouts,
+    /// retries), which Envoy's router consumed instead of forwarding.
+    #[serde(serialize_with = "crate::world::headers_as_text")]
+    pub router_headers: Headers,
 }
 
 /// Everything observed for one request.
@@ -1419,6 +1423,14 @@ impl Harness {
             .and_then(|(_, _, c)| Some((c.clone(), self.world.borrow().clusters.get(c)?.clone())))
             .unwrap_or_else(|| ("upstream".into(), self.upstream.clone()));
         let mut upstream_headers = headers;
+        let router_headers = Headers(
+            upstream_headers
+                .0
+                .iter()
+                .filter(|(k, _)| router::CONSUMED.contains(&k.as_str()))
+                .cloned()
+                .collect(),
+        );
         let policy = router::Policy::take_from(&mut upstream_headers);
         let now = self.world.borrow().now_ns;
         let run = self.runs.get_mut(&id).expect("run");
@@ -1428,6 +1440,7 @@ impl Harness {
             body,
             trailers,
             attempts: 0,
+            router_headers,
         });
         run.router = Some(RouterRun {
             global_at_ns: (policy.global_ms > 0).then(|| now + policy.global_ms * 1_000_000),

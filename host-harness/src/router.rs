@@ -71,6 +71,17 @@ fn number(headers: &Headers, name: &str) -> Option<u64> {
     headers.get_str(name)?.trim().parse().ok()
 }
 
+/// The request headers Envoy's router reads as its controls and removes
+/// before the request goes upstream.
+pub(crate) const CONSUMED: [&str; 6] = [
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-max-retries",
+    "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-retriable-status-codes",
+];
+
 impl Policy {
     /// Reads the router headers and removes them, as Envoy's router does
     /// before the request goes upstream, then tells the upstream its budget.
@@ -92,14 +103,7 @@ impl Policy {
             .iter()
             .filter_map(|c| c.parse().ok())
             .collect();
-        for name in [
-            "x-envoy-upstream-rq-timeout-ms",
-            "x-envoy-upstream-rq-per-try-timeout-ms",
-            "x-envoy-max-retries",
-            "x-envoy-retry-on",
-            "x-envoy-retry-grpc-on",
-            "x-envoy-retriable-status-codes",
-        ] {
+        for name in CONSUMED {
             headers.remove(name);
         }
         let expected = if per_try_ms > 0 {

@@ -109,7 +109,7 @@ impl ClaimMatcher {
             field: self.field.clone(),
             expected: match &self.op {
                 ClaimOp::String(m) => m.describe(),
-                ClaimOp::Contains(w) => format!("contains {w:?}"),
+                ClaimOp::Contains(w) => format!("contains \"{w}\""),
             },
             actual: match claims {
                 None => Some("no verified credential".to_owned()),

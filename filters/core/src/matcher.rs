@@ -83,7 +83,8 @@ impl StringMatcher {
 
     /// The comparison as configuration writes it, for explanations.
     pub fn describe(&self) -> String {
-        let text = |v: &[u8]| format!("{:?}", String::from_utf8_lossy(v));
+        // Quoted by hand: `{:?}` would link the Unicode escape tables.
+        let text = |v: &[u8]| format!("\"{}\"", String::from_utf8_lossy(v));
         match self {
             Self::Exact(v) => format!("exact {}", text(v)),
             Self::Prefix(v) => format!("prefix {}", text(v)),
@@ -95,7 +96,7 @@ impl StringMatcher {
                     .strip_prefix("^(?:")
                     .and_then(|p| p.strip_suffix(")$"))
                     .unwrap_or(p);
-                format!("regex {p:?}")
+                format!("regex \"{p}\"")
             }
             Self::Present(p) => format!("present {p}"),
         }
@@ -494,6 +495,43 @@ mod tests {
                 String::from_utf8_lossy(twice)
             );
         }
+    }
+
+    #[test]
+    fn unmet_names_the_first_failing_condition_with_both_values() {
+        let m = compile(
+            r#"{"method": ["GET"], "headers": {"end-user": {"exact": "jason"}}, "path": {"regex": "/a.*"}}"#,
+        );
+        let ok = req(&[(":method", "GET"), (":path", "/ab"), ("end-user", "jason")]);
+        assert_eq!(m.unmet(&ok), None, "a holding match has nothing unmet");
+        let path = m.unmet(&req(&[
+            (":method", "GET"),
+            (":path", "/b"),
+            ("end-user", "jason"),
+        ]));
+        assert_eq!(
+            path,
+            Some(Unmet {
+                field: "match.path".into(),
+                expected: "regex \"/a.*\"".into(),
+                actual: Some("/b".into())
+            })
+        );
+        let user = m
+            .unmet(&req(&[(":method", "GET"), (":path", "/a")]))
+            .unwrap();
+        assert_eq!(
+            (user.field.as_str(), user.actual),
+            ("match.headers.end-user", None)
+        );
+        let method = m
+            .unmet(&req(&[
+                (":method", "PUT"),
+                (":path", "/a"),
+                ("end-user", "jason"),
+            ]))
+            .unwrap();
+        assert_eq!(method.expected, "one of GET");
     }
 
     #[test]
