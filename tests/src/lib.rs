@@ -11,6 +11,7 @@ pub mod istio;
 pub mod paths;
 pub mod raw;
 pub mod tokens;
+pub mod vectors;
 
 pub use backend::{Backend, Gate, Received, Reply, Responder};
 pub use bootstrap::Bootstrap;

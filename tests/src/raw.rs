@@ -28,7 +28,12 @@ impl RawResponse {
 /// Sends `GET target` to `127.0.0.1:port` with `headers` (repeats allowed)
 /// on a fresh connection and reads the answer to the end.
 pub fn get(port: u16, target: &[u8], headers: &[(&str, &str)]) -> RawResponse {
-    let mut request = b"GET ".to_vec();
+    send(port, "GET", target, headers)
+}
+
+/// As [`get`], with any method (and no body).
+pub fn send(port: u16, method: &str, target: &[u8], headers: &[(&str, &str)]) -> RawResponse {
+    let mut request = format!("{method} ").into_bytes();
     request.extend_from_slice(target);
     request.extend_from_slice(b" HTTP/1.1\r\nhost: gateway\r\nconnection: close\r\n");
     for (k, v) in headers {
