@@ -32,7 +32,7 @@ JS_PKG        := filters/js/pkg
 # targets 800 kB; it is 816 kB (README, JavaScript package, says what bounds it).
 export BUDGET_js := 830000
 
-.PHONY: all setup build test lint demo bench oci clean sizes js js-test bench-js
+.PHONY: all setup build test lint demo bench oci clean sizes js js-test bench-js playground playground-build browser-test
 
 all: build
 
@@ -80,6 +80,23 @@ js-test: js filters/js/node_modules/.package-lock.json
 	mkdir -p filters/js/node_modules/@switchyard && ln -sfn ../../pkg filters/js/node_modules/@switchyard/policy
 	cd filters/js && node --test test/
 
+## playground: the browser playground, built from the package (target/playground), on
+## http://127.0.0.1:8800/ until Ctrl-C; works offline
+PLAYGROUND := target/playground
+playground-build: js
+	rm -rf $(PLAYGROUND) && mkdir -p $(PLAYGROUND)
+	cp filters/js/playground/* $(PLAYGROUND)/ && cp -r $(JS_PKG) $(PLAYGROUND)/pkg
+
+playground: playground-build
+	@echo "Switchyard playground: http://127.0.0.1:8800/  (Ctrl-C stops it)"
+	python3 -m http.server 8800 --bind 127.0.0.1 --directory $(PLAYGROUND)
+
+## browser-test: the playground in Debian's headless Chromium (installed if missing), driven by
+## playwright-core from npm; writes target/playground-screenshot.png
+browser-test: playground-build filters/js/node_modules/.package-lock.json
+	@command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+	cd filters/js && node --test browser/
+
 ## bench-js: the package's size and decisions per second in Node (router; auth with a cached
 ## RS256 token), written to bench/js.json
 bench-js: js filters/js/node_modules/.package-lock.json
@@ -115,12 +132,12 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS) $(FIXTURES)) -- -D warnings
 
-## test: lint, the JavaScript package's tests, unit tests, and end-to-end tests in real Envoy; then the single-filter
+## test: lint, the JavaScript package's tests (Node, then the playground in Chromium), unit tests, and end-to-end tests in real Envoy; then the single-filter
 ## tests (harness and Envoy) again, each filter replaced by switchyard.wasm with its section
 ## (--workspace both times: the same feature set, so the second run rebuilds nothing; with -p
 ## and a subset of packages, features resolved differently and wasmtime was compiled again)
 POLICY_TESTS := --test auth --test shadow --test timeouts --test version_router --test paths --test parity
-test: setup build lint js-test
+test: setup build lint js-test browser-test
 	$(CARGO) test --workspace
 	SWITCHYARD_CHAIN=1 $(CARGO) test --workspace $(POLICY_TESTS)
 

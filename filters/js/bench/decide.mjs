@@ -2,6 +2,7 @@
 // cached RS256 token (the same token every time, as a warm gateway sees a
 // returning user). Prints JSON; `make bench-js` writes it to bench/js.json.
 import { readFileSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { gzipSync } from 'node:zlib';
 import { Engine } from '@switchyard/policy';
 import { jwks, mint, ISSUER, AUDIENCE } from '../test/vectors.mjs';
@@ -66,6 +67,21 @@ const first = await auth.authorize(authRequest);
 if (first.action !== 'forward') throw new Error(`the token was refused: ${JSON.stringify(first.reply)}`);
 const authRate = await rateAsync(() => auth.authorize(authRequest));
 
+// Cedar's package on a comparable rule (one principal permitted), its policy
+// set parsed once (statefulIsAuthorized), as the issue asks.
+const cedar = createRequire(import.meta.url)('@cedar-policy/cedar-wasm/nodejs');
+const parsed = cedar.preparsePolicySet('routes', {
+  staticPolicies: 'permit(principal == User::"jason", action == Action::"route", resource);',
+});
+if (parsed.type !== 'success') throw new Error(`cedar: ${JSON.stringify(parsed)}`);
+const cedarCall = (who) => ({ principal: { type: 'User', id: who }, action: { type: 'Action', id: 'route' },
+  resource: { type: 'Page', id: 'productpage' }, context: {}, preparsedPolicySetId: 'routes', entities: [] });
+const cedarCalls = [cedarCall('jason'), cedarCall('bob')];
+if (cedar.statefulIsAuthorized(cedarCalls[0]).response?.decision !== 'allow') throw new Error('cedar: jason not allowed');
+const cedarRate = rate((i) => cedar.statefulIsAuthorized(cedarCalls[i & 1]));
+const cedarWasm = new URL('../node_modules/@cedar-policy/cedar-wasm/nodejs/cedar_wasm_bg.wasm', import.meta.url);
+const cedarBytes = readFileSync(cedarWasm);
+
 const wasm = new URL('../pkg/wasm/switchyard_policy_bg.wasm', import.meta.url);
 const bytes = readFileSync(wasm);
 console.log(JSON.stringify({
@@ -74,4 +90,10 @@ console.log(JSON.stringify({
   wasm_gzip_bytes: gzipSync(bytes, { level: 9 }).length,
   router_decisions_per_s: routerRate,
   auth_cached_rs256_per_s: authRate,
+  cedar: {
+    version: cedar.getCedarVersion(),
+    wasm_bytes: cedarBytes.length,
+    wasm_gzip_bytes: gzipSync(cedarBytes, { level: 9 }).length,
+    decisions_per_s: cedarRate,
+  },
 }, null, 2));
