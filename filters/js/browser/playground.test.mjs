@@ -110,3 +110,24 @@ test('the traffic view splits synthetic users and keeps sticky users stable', as
   await page.screenshot({ path: SCREENSHOT, fullPage: true });
   await page.close();
 });
+
+test('a token minted in the page is verified as the filter would, and routes its user', async () => {
+  const { page, errors } = await open();
+  await page.click('#add-key');
+  await page.waitForFunction(() => JSON.parse(document.getElementById('config').value).auth?.providers?.length === 1);
+  await page.waitForFunction(() => document.getElementById('verdict').textContent === '401 from auth');
+  await page.fill('#headers', '');
+  await page.fill('#sub', 'jason');
+  await page.click('#mint');
+  await page.waitForFunction(() => document.getElementById('verdict').textContent === 'forward → v2');
+  assert.equal(await page.textContent('#auth-summary'), 'auth: allowed by playground as jason');
+  await page.fill('#sub', 'bob');
+  await page.click('#mint');
+  await page.waitForFunction(() => document.getElementById('verdict').textContent === 'forward → v1');
+  const tampered = (await page.inputValue('#headers')).replace(/\.([^.]*)$/, '.AAAA');
+  await page.fill('#headers', tampered);
+  await page.waitForFunction(() => document.getElementById('verdict').textContent === '401 from auth');
+  assert.match(await page.textContent('#summary'), /switchyard_auth_token_bad_signature/);
+  assert.deepEqual(errors, []);
+  await page.close();
+});

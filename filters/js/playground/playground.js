@@ -116,6 +116,59 @@ function parseRequest(s) {
   return request;
 }
 
+// --- a test identity (WebCrypto; the private key stays in this page) --------
+
+const ISSUER = 'https://playground.switchyard.local';
+const AUDIENCE = 'playground';
+let pageKey = null;
+
+async function key() {
+  pageKey ??= await (async () => {
+    const pair = await crypto.subtle.generateKey(
+      { name: 'RSASSA-PKCS1-v1_5', modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' },
+      true, ['sign', 'verify']);
+    const { kty, n, e } = await crypto.subtle.exportKey('jwk', pair.publicKey);
+    return { pair, jwk: { kty, n, e, kid: 'playground', alg: 'RS256', use: 'sig' } };
+  })();
+  return pageKey;
+}
+
+const b64url = (bytes) => btoa(String.fromCharCode(...new Uint8Array(bytes)))
+  .replaceAll('+', '-').replaceAll('/', '_').replace(/=+$/, '');
+
+async function mintToken(sub) {
+  const { pair } = await key();
+  const now = Math.floor(Date.now() / 1000);
+  const enc = (obj) => b64url(new TextEncoder().encode(JSON.stringify(obj)));
+  const input = `${enc({ alg: 'RS256', typ: 'JWT', kid: 'playground' })}.${enc({ iss: ISSUER, aud: AUDIENCE, sub, iat: now, exp: now + 3600 })}`;
+  const sig = await crypto.subtle.sign('RSASSA-PKCS1-v1_5', pair.privateKey, new TextEncoder().encode(input));
+  return `${input}.${b64url(sig)}`;
+}
+
+async function addKeyToConfig() {
+  const { jwk } = await key();
+  let config;
+  try {
+    config = JSON.parse($('config').value || '{}');
+  } catch {
+    $('request-error').textContent = 'fix the configuration\'s JSON first';
+    return;
+  }
+  const provider = { name: 'playground', jwt: { issuer: ISSUER, audiences: [AUDIENCE], jwks: { keys: [jwk] } } };
+  const auth = config.auth ?? { providers: [], rules: [{ match: {}, require_any: ['playground'] }], identity: { header: 'end-user' } };
+  auth.providers = [...(auth.providers ?? []).filter((p) => p.name !== 'playground'), provider];
+  config = { auth, ...config, auth };
+  $('config').value = JSON.stringify(config, null, 2);
+  update();
+}
+
+async function useToken() {
+  const token = await mintToken($('sub').value.trim() || 'jason');
+  const lines = $('headers').value.split('\n').filter((l) => l.trim() && !/^authorization\s*:/i.test(l));
+  $('headers').value = [...lines, `authorization: Bearer ${token}`].join('\n');
+  update();
+}
+
 // --- rendering -------------------------------------------------------------
 
 function el(tag, attrs = {}, ...children) {
@@ -138,8 +191,14 @@ function summaryOf(d) {
       el('div', { textContent: d.reply.details }));
     return parts;
   }
+
   const version = d.router ? d.router.version : '(no router)';
   parts.push(el('div', { className: 'verdict', id: 'verdict', textContent: `forward → ${version}` }));
+  if (d.auth) {
+    parts.push(el('div', { id: 'auth-summary', textContent: d.auth.verdict === 'allow'
+      ? `auth: allowed${d.auth.provider ? ` by ${d.auth.provider}` : ' (anonymous)'}${d.auth.subject ? ` as ${d.auth.subject}` : ''}`
+      : `auth: would deny (${d.auth.reason}), dry run` }));
+  }
   if (d.router) {
     let why = `rule ${d.router.rule} (${d.router.reason})`;
     if (d.router.split) why += `, bucket ${d.router.split.bucket} of ${d.router.split.total}${d.router.split.stickyKey ? ` for ${d.router.split.stickyBy} = ${d.router.split.stickyKey}` : ''}`;
@@ -184,7 +243,13 @@ function compile(text) {
   return engine;
 }
 
-function update() {
+let latest = 0;
+
+// With an auth section the page runs authorize(): the token in the headers
+// is verified as the filter would (a remote JWKS is fetched with the page's
+// fetch, so offline it answers 503); without one, decide() on the claims typed.
+async function update() {
+  const turn = ++latest;
   const s = state();
   const e = compile(s.config);
   $('request-error').textContent = '';
@@ -193,9 +258,19 @@ function update() {
     return;
   }
   try {
-    showDecision(e.decide(parseRequest(s), { explain: true }));
+    const request = parseRequest(s);
+    const d = hasAuth(s.config) ? await e.authorize(request, { explain: true }) : e.decide(request, { explain: true });
+    if (turn === latest) showDecision(d);
   } catch (err) {
-    $('request-error').textContent = err.message;
+    if (turn === latest) $('request-error').textContent = err.message;
+  }
+}
+
+function hasAuth(text) {
+  try {
+    return Boolean(JSON.parse(text).auth);
+  } catch {
+    return false;
   }
 }
 
@@ -239,6 +314,8 @@ async function init() {
     $(id).addEventListener('input', update);
   }
   $('run-traffic').addEventListener('click', runTraffic);
+  $('add-key').addEventListener('click', addKeyToConfig);
+  $('mint').addEventListener('click', useToken);
   $('share').addEventListener('click', async () => {
     const link = await shareLink();
     history.replaceState(null, '', link);
@@ -249,7 +326,7 @@ async function init() {
       $('share-status').textContent = 'link in the address bar';
     }
   });
-  update();
+  await update();
   document.body.dataset.ready = 'true';
 }
 
