@@ -247,6 +247,8 @@ export class Engine {
   /** Never throws. */
   static check(config: Config, options?: { policy?: 'auth' | 'router' | 'timeouts' | 'shadow' }): { ok: boolean; errors: CheckError[] };
   decide(request: Request, options?: DecideOptions): Decision;
+  /** The router's answer alone (hot paths): what `decide(request).router` says, or the path's 400. */
+  route(request: Request, options?: { random?: number }): { version: string; rule: string } | { status: number };
   authorize(request: Request, options?: AuthorizeOptions): Promise<Decision>;
   free(): void;
   [Symbol.dispose](): void;

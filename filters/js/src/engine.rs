@@ -49,6 +49,14 @@ pub struct Engine {
     draw: Cell<u64>,
 }
 
+/// What [`Engine::route`] answers.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(untagged)]
+pub enum Route {
+    Routed { version: String, rule: String },
+    Refused { status: u16 },
+}
+
 /// `decide`'s options.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -200,7 +208,7 @@ impl Engine {
     ) {
         let mut trace = opts.explain.then(Vec::new);
         if let Some(r) = &self.router {
-            self.route(r, &mut headers, &claims, opts, d, &mut trace);
+            self.decide_version(r, &mut headers, &claims, opts, d, &mut trace);
         }
         if let Some(t) = &self.timeouts {
             self.time(t, &mut headers, &claims, opts, d, &mut trace);
@@ -230,6 +238,52 @@ impl Engine {
         d.upstream = upstream(&headers);
     }
 
+    /// The router's answer alone, for hot paths: the path check (a refused
+    /// path is its 400) and the router's version and rule, as `decide`
+    /// reports them, with no other policy run and no decision built.
+    pub fn route(
+        &self,
+        req: &crate::request::Request,
+        random: Option<f64>,
+    ) -> Result<Route, Error> {
+        self.route_headers(req.headers()?, req.claims.clone(), random)
+    }
+
+    /// [`Engine::route`] on a header map already built (pseudo-headers first).
+    pub fn route_headers(
+        &self,
+        mut headers: HeaderList,
+        claims: Option<Value>,
+        random: Option<f64>,
+    ) -> Result<Route, Error> {
+        let Some(r) = &self.router else {
+            return Err(Error::state("this engine has no router"));
+        };
+        if let Some(setting) = &self.path {
+            if let Some(raw) = headers.header(":path") {
+                match setting.normalize(raw) {
+                    Ok(None) => {}
+                    Ok(Some(normal)) => set(&mut headers, ":path", normal),
+                    Err(_) => return Ok(Route::Refused { status: 400 }),
+                }
+            }
+        }
+        if let Some(a) = &self.auth {
+            for name in a.stripped_headers() {
+                remove(&mut headers, name);
+            }
+        }
+        let view = WithClaims {
+            headers: &headers,
+            claims,
+        };
+        let dec = r.decide(&view, self.next_draw(random));
+        Ok(Route::Routed {
+            version: dec.version.to_owned(),
+            rule: dec.rule.to_owned(),
+        })
+    }
+
     /// `decide`: every policy but auth, whose place the caller's verified
     /// `claims` take (client-sent identity headers are still removed).
     pub fn decide(
@@ -252,7 +306,7 @@ impl Engine {
         Ok(d)
     }
 
-    fn route(
+    fn decide_version(
         &self,
         r: &Router,
         headers: &mut HeaderList,

@@ -142,6 +142,31 @@ impl WasmEngine {
         })())
     }
 
+    /// The router's version and rule only (`{version, rule}`, or `{status}`
+    /// for a refused path); `random` is a draw in [0, 1), or NaN for none.
+    pub fn route(&self, request: &str, random: f64) -> String {
+        answer((|| {
+            let req = request::Request::from_json(request)?;
+            self.engine
+                .route(&req, random.is_finite().then_some(random))
+        })())
+    }
+
+    /// `route` on the compact form (see [`request::headers_from_flat`]),
+    /// answering `version NUL rule`, `!status` for a refused path, or `?`
+    /// and the error's JSON.
+    pub fn route_flat(&self, flat: &str, random: f64) -> String {
+        let routed = request::headers_from_flat(flat).and_then(|h| {
+            self.engine
+                .route_headers(h, None, random.is_finite().then_some(random))
+        });
+        match routed {
+            Ok(engine::Route::Routed { version, rule }) => format!("{version}\0{rule}"),
+            Ok(engine::Route::Refused { status }) => format!("!{status}"),
+            Err(e) => format!("?{}", answer::<()>(Err(e))),
+        }
+    }
+
     /// Starts `authorize`: `{state: "done", decision}` or what to fetch.
     pub fn authorize_begin(&self, request: &str, options: &str) -> String {
         answer((|| {

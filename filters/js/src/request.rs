@@ -134,6 +134,35 @@ impl Request {
     }
 }
 
+/// The compact form `route` takes on its fast path: method, path,
+/// authority, scheme, then name, value, … all joined by NUL (which no
+/// header may carry; the JavaScript side sends anything else as JSON).
+/// Names are lower-cased here; `cookie` comes already folded.
+pub fn headers_from_flat(flat: &str) -> Result<HeaderList, crate::Error> {
+    let mut parts = flat.split('\0');
+    let mut list = HeaderList(Vec::with_capacity(8));
+    for pseudo in [":method", ":path", ":authority", ":scheme"] {
+        let v = parts
+            .next()
+            .ok_or_else(|| crate::Error::request(pseudo, "missing from the compact request"))?;
+        list.0.push((pseudo.to_owned(), v.as_bytes().to_vec()));
+    }
+    while let Some(name) = parts.next() {
+        let lower = name.to_ascii_lowercase();
+        if lower.is_empty() || lower.starts_with(':') {
+            return Err(crate::Error::request(
+                format!("headers.{name}"),
+                "not a header name",
+            ));
+        }
+        let value = parts
+            .next()
+            .ok_or_else(|| crate::Error::request(format!("headers.{name}"), "no value"))?;
+        list.0.push((lower, value.as_bytes().to_vec()));
+    }
+    Ok(list)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +183,34 @@ mod tests {
         h.each_value("x-api-key", &mut |v| keys.push(v.to_vec()));
         assert_eq!(keys, [b"a".to_vec(), b"b".to_vec()]);
         assert_eq!(h.header("cookie"), Some(&b"x=1; user=u1"[..]));
+    }
+
+    #[test]
+    fn the_compact_form_builds_the_same_map_as_json() {
+        let json = Request::from_json(
+            r#"{"method": "POST", "path": "/a", "headers": {"End-User": "jason", "x-k": ["1", "2"]}}"#,
+        )
+        .unwrap()
+        .headers()
+        .unwrap();
+        let flat = [
+            "POST",
+            "/a",
+            "localhost",
+            "http",
+            "End-User",
+            "jason",
+            "x-k",
+            "1",
+            "x-k",
+            "2",
+        ]
+        .join("\0");
+        let flat = headers_from_flat(&flat).unwrap();
+        assert_eq!(flat, json);
+        assert!(headers_from_flat("GET\0/").is_err());
+        assert!(headers_from_flat("GET\0/\0h\0http\0name").is_err());
+        assert!(headers_from_flat("GET\0/\0h\0http\0:path\0/x").is_err());
     }
 
     #[test]
