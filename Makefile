@@ -29,7 +29,7 @@ WASM_BINDGEN  := $(CURDIR)/.tools/wasm-bindgen-$(WASM_BINDGEN_VERSION)/bin/wasm-
 JS_TARGET     := wasm32-unknown-unknown
 JS_PKG        := filters/js/pkg
 # Size budget (bytes) of the package's .wasm after wasm-opt; `make js` fails over it. The issue
-# targets 800 kB; it is 816 kB (README, JavaScript package, says what bounds it).
+# targets 800 kB; it is 820 kB (README, JavaScript package, says what bounds it).
 export BUDGET_js := 830000
 
 .PHONY: all setup build test lint demo bench oci clean sizes js js-test bench-js playground playground-build browser-test

@@ -40,43 +40,21 @@ fn the_filters_answer_every_shared_vector() {
     for v in all {
         let name = v["name"].as_str().unwrap_or("?");
         let ex = run(&file, v);
-        let expect = &v["expect"];
-        let mut wrong = Vec::new();
-        let status = ex.status();
-        if status != expect["status"].as_u64().map(|s| s as u16) {
-            wrong.push(format!("status {status:?}"));
-        }
-        for (header, want) in expect["upstream"].as_object().into_iter().flatten() {
-            let got = ex.upstream_header(header);
-            if got.as_deref() != want.as_str() {
-                wrong.push(format!("upstream {header}: {got:?}, want {want}"));
-            }
-        }
-        for (header, want) in expect["router"].as_object().into_iter().flatten() {
-            let got = ex
-                .upstream
-                .as_ref()
-                .and_then(|u| u.router_headers.get_str(header));
-            if got.as_deref() != want.as_str() {
-                wrong.push(format!("router {header}: {got:?}, want {want}"));
-            }
-        }
-        for (header, want) in expect["response"].as_object().into_iter().flatten() {
-            let got = ex.response_header(header);
-            if got.as_deref() != want.as_str() {
-                wrong.push(format!("response {header}: {got:?}, want {want}"));
-            }
-        }
-        if let Some(needle) = expect["body"].as_str() {
-            let body = ex
-                .response
-                .as_ref()
-                .map(|r| r.body_str())
-                .unwrap_or_default();
-            if !body.contains(needle) {
-                wrong.push(format!("body {body:?} lacks {needle:?}"));
-            }
-        }
+        let router = |h: &str| ex.upstream.as_ref()?.router_headers.get_str(h);
+        let wrong = vectors::mismatches(
+            &v["expect"],
+            &vectors::Observed {
+                status: ex.status(),
+                upstream: &|h| ex.upstream_header(h),
+                router: Some(&router),
+                response: &|h| ex.response_header(h),
+                body: ex
+                    .response
+                    .as_ref()
+                    .map(|r| r.body_str())
+                    .unwrap_or_default(),
+            },
+        );
         if !wrong.is_empty() {
             failures.push(format!("{name}: {}", wrong.join("; ")));
         }

@@ -83,3 +83,45 @@ pub fn method(v: &Value) -> &str {
 pub fn path(v: &Value) -> &str {
     v["request"]["path"].as_str().unwrap_or("/")
 }
+
+/// A header lookup on what a runner saw.
+pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// What a runner saw for one vector; each lookup takes a lower-case header
+/// name (`:path` for the path the upstream got).
+pub struct Observed<'a> {
+    pub status: Option<u16>,
+    pub upstream: Lookup<'a>,
+    /// The router controls Envoy's router consumed; `None` when the runner
+    /// cannot see them (real Envoy forwards none), so `expect.router` is skipped.
+    pub router: Option<Lookup<'a>>,
+    pub response: Lookup<'a>,
+    pub body: String,
+}
+
+/// Every way `seen` differs from the vector's `expect`, one line each.
+pub fn mismatches(expect: &Value, seen: &Observed<'_>) -> Vec<String> {
+    let mut wrong = Vec::new();
+    if seen.status.map(u64::from) != expect["status"].as_u64() {
+        wrong.push(format!("status {:?} ({})", seen.status, seen.body.trim()));
+    }
+    let mut compare = |what: &str, lookup: Lookup<'_>| {
+        for (header, want) in expect[what].as_object().into_iter().flatten() {
+            let got = lookup(header);
+            if got.as_deref() != want.as_str() {
+                wrong.push(format!("{what} {header}: {got:?}, want {want}"));
+            }
+        }
+    };
+    compare("upstream", seen.upstream);
+    if let Some(router) = seen.router {
+        compare("router", router);
+    }
+    compare("response", seen.response);
+    if let Some(needle) = expect["body"].as_str() {
+        if !seen.body.contains(needle) {
+            wrong.push(format!("body {:?} lacks {needle:?}", seen.body));
+        }
+    }
+    wrong
+}

@@ -79,34 +79,24 @@ fn envoy_answers_every_shared_vector() {
             } else {
                 None
             };
-            let expect = &v["expect"];
-            let mut wrong = Vec::new();
-            if Some(u64::from(resp.status)) != expect["status"].as_u64() {
-                wrong.push(format!("status {} ({})", resp.status, resp.body.trim()));
-            }
-            for (header, want) in expect["upstream"].as_object().into_iter().flatten() {
-                let got = upstream.as_ref().and_then(|u| {
-                    if header == ":path" {
-                        Some(u.path.clone())
-                    } else {
-                        u.header(header).map(str::to_owned)
-                    }
-                });
-                if got.as_deref() != want.as_str() {
-                    wrong.push(format!("upstream {header}: {got:?}, want {want}"));
+            let upstream_header = |h: &str| {
+                let u = upstream.as_ref()?;
+                if h == ":path" {
+                    Some(u.path.clone())
+                } else {
+                    u.header(h).map(str::to_owned)
                 }
-            }
-            for (header, want) in expect["response"].as_object().into_iter().flatten() {
-                let got = resp.header(header);
-                if got != want.as_str() {
-                    wrong.push(format!("response {header}: {got:?}, want {want}"));
-                }
-            }
-            if let Some(needle) = expect["body"].as_str() {
-                if !resp.body.contains(needle) {
-                    wrong.push(format!("body {:?} lacks {needle:?}", resp.body));
-                }
-            }
+            };
+            let wrong = vectors::mismatches(
+                &v["expect"],
+                &vectors::Observed {
+                    status: Some(resp.status),
+                    upstream: &upstream_header,
+                    router: None,
+                    response: &|h| resp.header(h).map(str::to_owned),
+                    body: resp.body.clone(),
+                },
+            );
             if !wrong.is_empty() {
                 failures.push(format!("{name}: {}", wrong.join("; ")));
             }

@@ -4,8 +4,8 @@
 //! Key sets and verified tokens are kept per engine, as the filter keeps
 //! them per VM: a long-lived engine verifies a repeated token once.
 
-use crate::decision::{AuthOutcome, Decision, Reply, TraceEntry};
-use crate::engine::{lossy, remove, set, DecideOptions, Engine};
+use crate::decision::{AuthOutcome, Decision, Reply};
+use crate::engine::{lossy, remove, set, trace_rules, DecideOptions, Engine};
 use crate::Error;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -197,21 +197,15 @@ impl Engine {
         let eval = auth.begin(&headers);
         if opts.explain {
             let trace = decision.trace.get_or_insert_with(Vec::new);
-            for (i, m) in auth.rule_matchers().enumerate() {
-                let unmet = m.unmet(&headers);
-                let matched = unmet.is_none();
-                trace.push(TraceEntry {
-                    policy: "auth",
-                    rule: format!("rules[{i}]"),
-                    matched,
-                    unmet: unmet.map(Into::into),
-                    note: matched
-                        .then(|| format!("providers: {}", auth.rule_providers(i).join(", "))),
-                });
-                if matched {
-                    break;
-                }
-            }
+            trace_rules(
+                trace,
+                "auth",
+                &headers,
+                auth.rule_matchers()
+                    .enumerate()
+                    .map(|(i, m)| (format!("rules[{i}]"), m)),
+                |i| format!("providers: {}", auth.rule_providers(i).join(", ")),
+            );
         }
         let id = state.next_id;
         state.next_id = state.next_id.wrapping_add(1).max(1);

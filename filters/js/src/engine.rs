@@ -324,20 +324,13 @@ impl Engine {
         let dec = r.decide(&view, draw);
         if let Some(t) = trace {
             if dec.reason != RouteReason::Override {
-                for (name, m) in r.routes() {
-                    let unmet = m.unmet(&view);
-                    let matched = unmet.is_none();
-                    t.push(TraceEntry {
-                        policy: "router",
-                        rule: name.to_owned(),
-                        matched,
-                        unmet: unmet.map(Into::into),
-                        note: matched.then(|| format!("decided: {}", dec.version)),
-                    });
-                    if matched {
-                        break;
-                    }
-                }
+                trace_rules(
+                    t,
+                    "router",
+                    &view,
+                    r.routes().map(|(name, m)| (name.to_owned(), m)),
+                    |_| format!("decided: {}", dec.version),
+                );
             }
             let note = match dec.reason {
                 RouteReason::Override => Some(format!("the client pinned {}", dec.version)),
@@ -416,34 +409,20 @@ impl Engine {
         };
         let adm = t.admit(&view, arrived, now, draw);
         if let Some(tr) = trace {
-            for r in &t.rules {
-                let unmet = r.matcher().unmet(&view);
-                let matched = unmet.is_none();
-                tr.push(TraceEntry {
-                    policy: "timeouts",
-                    rule: r.name.clone(),
-                    matched,
-                    unmet: unmet.map(Into::into),
-                    note: matched.then(|| format!("timeout {} ms", r.timeout_ms)),
-                });
-                if matched {
-                    break;
-                }
-            }
-            for f in &t.faults {
-                let unmet = f.matcher().unmet(&view);
-                let matched = unmet.is_none();
-                tr.push(TraceEntry {
-                    policy: "timeouts.faults",
-                    rule: f.name.clone(),
-                    matched,
-                    unmet: unmet.map(Into::into),
-                    note: None,
-                });
-                if matched {
-                    break;
-                }
-            }
+            trace_rules(
+                tr,
+                "timeouts",
+                &view,
+                t.rules.iter().map(|r| (r.name.clone(), r.matcher())),
+                |i| format!("timeout {} ms", t.rules[i].timeout_ms),
+            );
+            trace_rules(
+                tr,
+                "timeouts.faults",
+                &view,
+                t.faults.iter().map(|f| (f.name.clone(), f.matcher())),
+                |i| format!("fault {}", t.faults[i].name),
+            );
         }
         drop(view);
         // A fault delay holds the request; the filter steps it again when the
@@ -569,20 +548,14 @@ impl Engine {
         let decisions = s.decide(&view, draw);
         if let Some(t) = trace {
             for mode in [ShadowMode::Mirror, ShadowMode::Compare] {
-                for r in s.rules.iter().filter(|r| r.mode == mode) {
-                    let unmet = r.matcher().unmet(&view);
-                    let matched = unmet.is_none();
-                    t.push(TraceEntry {
-                        policy: "shadow",
-                        rule: r.name.clone(),
-                        matched,
-                        unmet: unmet.map(Into::into),
-                        note: None,
-                    });
-                    if matched {
-                        break;
-                    }
-                }
+                let rules: Vec<_> = s.rules.iter().filter(|r| r.mode == mode).collect();
+                trace_rules(
+                    t,
+                    "shadow",
+                    &view,
+                    rules.iter().map(|r| (r.name.clone(), r.matcher())),
+                    |i| format!("copies to {}", rules[i].target_cluster),
+                );
             }
         }
         drop(view);
@@ -615,6 +588,31 @@ impl Engine {
             compare: choice(decisions.compare),
             received: false,
         });
+    }
+}
+
+/// One entry per rule a policy tries, in order, up to the first that
+/// matches (where the policy stops); `note(i)` describes the match.
+pub(crate) fn trace_rules<'m>(
+    out: &mut Vec<TraceEntry>,
+    policy: &'static str,
+    req: &(impl RequestHeaders + ?Sized),
+    rules: impl IntoIterator<Item = (String, &'m switchyard_core::matcher::RequestMatch)>,
+    note: impl Fn(usize) -> String,
+) {
+    for (i, (rule, m)) in rules.into_iter().enumerate() {
+        let unmet = m.unmet(req);
+        let matched = unmet.is_none();
+        out.push(TraceEntry {
+            policy,
+            rule,
+            matched,
+            unmet: unmet.map(Into::into),
+            note: matched.then(|| note(i)),
+        });
+        if matched {
+            break;
+        }
     }
 }
 
