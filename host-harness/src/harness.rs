@@ -509,8 +509,25 @@ impl Harness {
         self.world.borrow()
     }
 
+    /// Virtual milliseconds since the clock started.
     pub fn now_ms(&self) -> u64 {
         self.world.borrow().now_ms()
+    }
+
+    /// Starts the virtual clock at `start` instead of 2026-01-01T00:00:00Z
+    /// (e.g. [`ClockStart::Now`] for tokens minted today by a real identity
+    /// provider). Only before the first filter is added: a filter may read
+    /// the time as it starts, and time never runs backwards.
+    pub fn start_clock(&mut self, start: crate::world::ClockStart) -> Result<(), HarnessError> {
+        if !self.filters.is_empty() || !self.runs.is_empty() {
+            return Err(HarnessError::Load(
+                "the clock start must be set before any filter is added".into(),
+            ));
+        }
+        let mut w = self.world.borrow_mut();
+        w.start_ns = start.unix_ns();
+        w.now_ns = w.start_ns;
+        Ok(())
     }
 
     /// A stat by name (`wasmcustom.` prefix optional, as Envoy adds it).
@@ -707,7 +724,7 @@ impl Harness {
             response: run.response.clone(),
             local_reply: run.local_reply.clone(),
             completed: run.phase == Phase::Done,
-            started_ms: (run.started_ns - crate::world::EPOCH_START_NS) / 1_000_000,
+            started_ms: (run.started_ns - w.start_ns) / 1_000_000,
             duration_ms: (end - run.started_ns) / 1_000_000,
             logs: w.logs[run.marks.0..].to_vec(),
             http_calls: w.http_calls[run.marks.1..].to_vec(),
@@ -1734,7 +1751,7 @@ enum Due {
 /// caller finished sending; a refusal at once; a gRPC stream still being
 /// sent on, never yet — unless its service replies at open, after its
 /// delay, and sends its status once the caller is done.
-fn call_due_ns(_: &World, c: &HttpCall) -> Option<u64> {
+fn call_due_ns(w: &World, c: &HttpCall) -> Option<u64> {
     let refused = c.answer.as_ref().is_none_or(|a| a.refused);
     let delay = c.answer.as_ref().map_or(0, Cluster::answer_delay_ms);
     let wait = if c.timeout_ms > 0 {
@@ -1752,7 +1769,7 @@ fn call_due_ns(_: &World, c: &HttpCall) -> Option<u64> {
     } else {
         c.client_done_at_ms? + wait
     };
-    Some(crate::world::EPOCH_START_NS + at_ms * 1_000_000)
+    Some(w.start_ns + at_ms * 1_000_000)
 }
 
 fn uuid(r: &[u8; 16]) -> String {

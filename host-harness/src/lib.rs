@@ -26,4 +26,4 @@ pub use harness::{
 };
 pub use model::{Cluster, Connection, Headers, LogEntry, Request, Response, Tls};
 pub use vm::AbiVersion;
-pub use world::{CallKind, HttpCall, LogLevel, MetricKind};
+pub use world::{CallKind, ClockStart, HttpCall, LogLevel, MetricKind};

@@ -26,6 +26,11 @@ pub struct Scenario {
     #[serde(default)]
     pub upstream: Cluster,
     pub requests: Vec<RequestEntry>,
+    /// Where the harness's virtual clock starts: `now`, or an RFC 3339
+    /// instant (default 2026-01-01T00:00:00Z). A `--envoy` run keeps Envoy's
+    /// wall clock, so tokens valid in both are minted for `now`.
+    #[serde(default)]
+    pub clock_start: crate::world::ClockStart,
     /// Where relative `wasm` paths are resolved (the scenario file's folder).
     #[serde(skip)]
     pub base: PathBuf,
@@ -399,6 +404,7 @@ impl Scenario {
     /// Builds the harness for this scenario.
     pub fn harness(&self) -> Result<Harness, HarnessError> {
         let mut h = Harness::new();
+        h.start_clock(self.clock_start)?;
         for (name, c) in &self.clusters {
             h.cluster(name, c.clone());
         }

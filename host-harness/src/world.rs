@@ -143,6 +143,8 @@ pub(crate) struct Queue {
 pub struct World {
     /// Virtual time since the Unix epoch, in nanoseconds.
     pub now_ns: u64,
+    /// Where the virtual clock started ([`ClockStart`]); scenario times count from here.
+    pub start_ns: u64,
     pub logs: Vec<LogEntry>,
     pub metrics: Vec<Metric>,
     pub(crate) metric_by_name: HashMap<String, usize>,
@@ -173,13 +175,69 @@ pub struct World {
     pub properties: BTreeMap<String, Vec<u8>>,
 }
 
-/// 2026-01-01T00:00:00Z: virtual time starts at a fixed, realistic instant.
+/// 2026-01-01T00:00:00Z: virtual time starts at a fixed, realistic instant
+/// unless told otherwise ([`ClockStart`]), so runs repeat exactly.
 pub const EPOCH_START_NS: u64 = 1_767_225_600 * 1_000_000_000;
+
+/// Where the virtual clock starts: the fixed default (deterministic), the
+/// wall clock when the run begins (`now`: tokens a real identity provider
+/// minted today are current), or an RFC 3339 instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClockStart {
+    #[default]
+    Fixed,
+    Now,
+    /// Nanoseconds since the Unix epoch.
+    At(u64),
+}
+
+impl ClockStart {
+    /// The instant, in nanoseconds since the Unix epoch.
+    pub fn unix_ns(self) -> u64 {
+        match self {
+            Self::Fixed => EPOCH_START_NS,
+            Self::At(ns) => ns,
+            Self::Now => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(EPOCH_START_NS, |d| d.as_nanos() as u64),
+        }
+    }
+}
+
+impl std::str::FromStr for ClockStart {
+    type Err = String;
+
+    /// `now`, `default` (2026-01-01T00:00:00Z) or an RFC 3339 instant such as
+    /// `2026-12-01T09:30:00Z`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "now" => Ok(Self::Now),
+            "default" => Ok(Self::Fixed),
+            t => humantime::parse_rfc3339_weak(t)
+                .ok()
+                .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| Self::At(d.as_nanos() as u64))
+                .ok_or_else(|| {
+                    format!(
+                        "clock start {t:?}: expected `now`, `default` or an RFC 3339 instant after 1970 such as 2026-12-01T09:30:00Z"
+                    )
+                }),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ClockStart {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
 
 impl World {
     pub fn new() -> Self {
         Self {
             now_ns: EPOCH_START_NS,
+            start_ns: EPOCH_START_NS,
             next_token: 1,
             next_grpc_call: 1,
             next_grpc_stream: 2,
@@ -190,7 +248,7 @@ impl World {
     }
 
     pub fn now_ms(&self) -> u64 {
-        (self.now_ns - EPOCH_START_NS) / 1_000_000
+        (self.now_ns - self.start_ns) / 1_000_000
     }
 
     /// Calls not answered yet.

@@ -253,3 +253,179 @@ fn replay_reports_the_distribution() {
         "{stdout}"
     );
 }
+
+/// The workspace root: command-line paths below are given relative to it.
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+#[test]
+fn command_line_paths_are_relative_to_the_working_directory() {
+    let wasm = common::built("version_router");
+    let relative_wasm = wasm.strip_prefix(workspace()).unwrap();
+    // The scenario lives elsewhere: --filter and --config must not be looked up beside it.
+    let scenarios = tempfile::tempdir().unwrap();
+    let s = write(
+        scenarios.path(),
+        "s.yaml",
+        "requests:\n  - name: all to v2\n    expect: {upstream_headers: {x-version: v2}}\n",
+    );
+    let configs = tempfile::tempdir_in(workspace().join("target")).unwrap();
+    write(configs.path(), "c.json", r#"{"default_version": "v2"}"#);
+    let relative_config = configs
+        .path()
+        .strip_prefix(workspace())
+        .unwrap()
+        .join("c.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .current_dir(workspace())
+        .args(["run", s.to_str().unwrap(), "--filter"])
+        .arg(relative_wasm)
+        .arg("--config")
+        .arg(&relative_config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .current_dir(workspace())
+        .args(["replay", "--count", "3", "--by", "x-version", "--filter"])
+        .arg(relative_wasm)
+        .arg("--config")
+        .arg(&relative_config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("v2"), "{}", text(&out));
+}
+
+#[test]
+fn a_closed_stdout_ends_the_program_quietly() {
+    common::built("version_router");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["run", &scenario("version_router.yaml"), "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // As `| head -0` does: the reader is gone before the first line is written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn every_option_of_every_command_says_what_it_takes() {
+    for command in ["run", "diff", "replay"] {
+        let out = harness(&[command, "--help"]);
+        assert_eq!(out.status.code(), Some(0));
+        let help = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut options = 0;
+        for line in help.lines().filter(|l| l.trim_start().starts_with("--")) {
+            options += 1;
+            let (flag, rest) = line.trim().split_once("  ").unwrap_or((line, ""));
+            assert!(
+                rest.trim().len() > 10,
+                "{command} {flag}: no description in\n{help}"
+            );
+        }
+        let positional = help.lines().skip_while(|l| !l.starts_with("Arguments:"));
+        for line in positional.skip(1).take_while(|l| !l.is_empty()) {
+            assert!(line.trim().split_once("  ").is_some(), "{command}: {line}");
+        }
+        assert!(command == "diff" || options >= 3, "{command}: {help}");
+    }
+    let replay = text(&harness(&["replay", "--help"]));
+    for default in [
+        "[default: 10000]",
+        "[default: generated]",
+        "[default: by status]",
+    ] {
+        assert!(replay.contains(default), "{default} missing:\n{replay}");
+    }
+}
+
+/// An auth scenario whose token was minted from the wall clock, as a
+/// team's identity provider mints it today.
+fn todays_token_scenario(dir: &Path, clock_start: Option<&str>) -> PathBuf {
+    use switchyard_tests::tokens;
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = tokens::mint("RS256", &tokens::claims("jason", now_s));
+    let config = serde_json::json!({
+        "providers": [{"name": "corp", "jwt": {"issuer": tokens::ISSUER,
+            "audiences": [tokens::AUDIENCE], "jwks": tokens::jwks()}}],
+        "rules": [{"match": {}, "require": ["corp"]}],
+        "identity": {"header": "end-user", "from_claim": "sub"}
+    });
+    let scenario = serde_json::json!({
+        "clock_start": clock_start,
+        "filters": [{"wasm": common::built("auth"), "config": config}],
+        "requests": [{"name": "today's token", "headers": {"authorization": format!("Bearer {token}")},
+            "expect": {"status": 200, "upstream_headers": {"end-user": "jason"}}}]
+    });
+    let mut scenario = scenario;
+    if clock_start.is_none() {
+        scenario.as_object_mut().unwrap().remove("clock_start");
+    }
+    write(dir, "today.json", &scenario.to_string())
+}
+
+#[test]
+fn the_clock_starts_where_the_scenario_or_the_command_line_says() {
+    let dir = tempfile::tempdir().unwrap();
+    // The default start (2026-01-01) is before today's token was issued.
+    let s = todays_token_scenario(dir.path(), None);
+    let out = harness(&["run", s.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("got Some(401)"), "{}", text(&out));
+
+    let out = harness(&["run", s.to_str().unwrap(), "--clock-start", "now"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let s = todays_token_scenario(dir.path(), Some("now"));
+    let out = harness(&["run", s.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // An instant long after the token expired.
+    let out = harness(&[
+        "run",
+        s.to_str().unwrap(),
+        "--clock-start",
+        "2099-01-01T00:00:00Z",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+
+    let out = harness(&["run", s.to_str().unwrap(), "--clock-start", "yesterday"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("RFC 3339"), "{}", text(&out));
+}
+
+#[test]
+fn the_clock_start_is_set_from_the_rust_api_before_any_filter() {
+    use switchyard_harness::{ClockStart, Harness, Request};
+    let at: ClockStart = "2026-12-01T09:30:00Z".parse().unwrap();
+    assert_eq!(at, ClockStart::At(1_796_117_400 * 1_000_000_000));
+    let mut h = Harness::new();
+    h.start_clock(at).unwrap();
+    assert_eq!(h.world().now_ns, 1_796_117_400 * 1_000_000_000);
+    assert_eq!(h.now_ms(), 0, "scenario times count from the start");
+    h.filter(
+        common::built("version_router"),
+        r#"{"default_version": "v1"}"#,
+    )
+    .unwrap();
+    assert!(h.send(Request::get("/")).reached_upstream());
+    assert!(
+        h.start_clock(ClockStart::Now).is_err(),
+        "time never runs backwards"
+    );
+}

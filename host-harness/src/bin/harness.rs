@@ -12,7 +12,7 @@ use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use switchyard_harness::scenario::{Observation, RequestEntry, Scenario};
-use switchyard_harness::{FilterSpec, Harness};
+use switchyard_harness::{ClockStart, FilterSpec, Harness};
 
 #[derive(Parser)]
 #[command(
@@ -27,40 +27,76 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a scenario file and check its expectations.
+    /// Run a scenario file and check its expectations (exit 0: all hold, 1: some fail, 2: cannot load).
     Run {
+        /// The scenario (YAML or JSON); `wasm` paths inside it are relative to its folder.
         scenario: PathBuf,
-        /// Use this one filter instead of the scenario's chain.
-        #[arg(long)]
+        /// Use this one filter (a .wasm, relative to the working directory) instead of the scenario's chain.
+        #[arg(long, value_name = "WASM")]
         filter: Option<PathBuf>,
-        /// The configuration for --filter (a file; JSON or text).
-        #[arg(long, requires = "filter")]
+        /// The configuration for --filter: a file (relative to the working directory) holding JSON or text [default: none].
+        #[arg(long, value_name = "FILE", requires = "filter")]
         config: Option<PathBuf>,
-        /// Print one JSON object per request with everything observed.
+        /// Print one JSON object per request with everything observed, instead of PASS/FAIL lines.
         #[arg(long)]
         json: bool,
-        /// Run it through real Envoy instead ($ENVOY, else `envoy` on the PATH).
+        /// Run it through real Envoy instead ($ENVOY, else `envoy` on the PATH); Envoy keeps its wall clock.
         #[arg(long)]
         envoy: bool,
+        /// Where the virtual clock starts: `now`, `default` or an RFC 3339 instant [default: the scenario's `clock_start`, else 2026-01-01T00:00:00Z].
+        #[arg(long, value_name = "WHEN")]
+        clock_start: Option<ClockStart>,
     },
-    /// Run a scenario in the harness and in real Envoy and report every difference.
-    Diff { scenario: PathBuf },
-    /// Send many requests through a filter and report the outcome distribution.
+    /// Run a scenario in the harness and in real Envoy and report every difference (exit 1 if any).
+    Diff {
+        /// The scenario (YAML or JSON); `wasm` paths inside it are relative to its folder.
+        scenario: PathBuf,
+    },
+    /// Send many requests through one filter and report the distribution of outcomes.
     Replay {
-        #[arg(long)]
+        /// The filter (.wasm), relative to the working directory.
+        #[arg(long, value_name = "WASM")]
         filter: PathBuf,
-        #[arg(long)]
+        /// Its configuration: a file holding JSON or text [default: none].
+        #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
-        /// Requests as JSONL (`{"headers": {...}, "body": "..."}` per line); otherwise generated.
-        #[arg(long)]
+        /// Requests as JSONL, one `{"headers": {...}, "body": "..."}` per line, as a scenario's requests [default: generated].
+        #[arg(long, value_name = "FILE")]
         requests: Option<PathBuf>,
-        /// How many requests to generate (GET / with x-user-id: user-N).
-        #[arg(long, default_value_t = 10_000)]
+        /// How many requests to generate when --requests is not given (GET / with x-user-id: user-N).
+        #[arg(long, value_name = "N", default_value_t = 10_000)]
         count: usize,
-        /// Group outcomes by this header of the request as the upstream received it (else by status).
-        #[arg(long)]
+        /// Group outcomes by this header of the request as the upstream received it [default: by status].
+        #[arg(long, value_name = "HEADER")]
         by: Option<String>,
+        /// Where the virtual clock starts: `now`, `default` or an RFC 3339 instant.
+        #[arg(long, value_name = "WHEN", default_value = "default")]
+        clock_start: ClockStart,
     },
+}
+
+/// `println!` that ends the program quietly when stdout is closed
+/// (`harness run --json | head`), as command-line tools do.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            eprintln!("harness: cannot write the output: {e}");
+            std::process::exit(2);
+        }
+    }};
+}
+
+/// Command-line paths are relative to where the user stands; only paths
+/// written inside a scenario are relative to the scenario's folder.
+fn from_cwd(path: PathBuf) -> PathBuf {
+    if path.is_absolute() {
+        return path;
+    }
+    std::env::current_dir().map_or(path.clone(), |cwd| cwd.join(path))
 }
 
 fn main() -> ExitCode {
@@ -71,7 +107,8 @@ fn main() -> ExitCode {
             config,
             json,
             envoy,
-        } => run(scenario, filter, config, json, envoy),
+            clock_start,
+        } => run(scenario, filter, config, json, envoy, clock_start),
         Command::Diff { scenario } => diff(scenario),
         Command::Replay {
             filter,
@@ -79,7 +116,8 @@ fn main() -> ExitCode {
             requests,
             count,
             by,
-        } => replay(filter, config, requests, count, by),
+            clock_start,
+        } => replay(filter, config, requests, count, by, clock_start),
     }
 }
 
@@ -97,10 +135,14 @@ fn run(
     config: Option<PathBuf>,
     json: bool,
     envoy: bool,
+    clock_start: Option<ClockStart>,
 ) -> ExitCode {
     let loaded = Scenario::load(&path).and_then(|mut s| {
         if let Some(f) = filter {
-            s.with_single_filter(f, read_config(config)?);
+            s.with_single_filter(from_cwd(f), read_config(config)?);
+        }
+        if let Some(start) = clock_start {
+            s.clock_start = start;
         }
         Ok(s)
     });
@@ -146,9 +188,9 @@ fn diff(path: PathBuf) -> ExitCode {
     };
     let differences = switchyard_harness::envoy::differences(&harness, &envoy);
     for d in &differences {
-        println!("DIFF  {d}");
+        out!("DIFF  {d}");
     }
-    println!(
+    out!(
         "{} requests, {} differences (ignoring {})",
         harness.len(),
         differences.len(),
@@ -169,19 +211,19 @@ fn report(scenario: &Scenario, observations: &[Observation], json: bool) -> Exit
         if json {
             let mut v = serde_json::to_value(obs).unwrap_or_default();
             v["failures"] = fails.clone().into();
-            println!("{v}");
+            out!("{v}");
         } else if fails.is_empty() {
-            println!("PASS  {}", entry.name);
+            out!("PASS  {}", entry.name);
         } else {
-            println!("FAIL  {}", entry.name);
+            out!("FAIL  {}", entry.name);
             for f in &fails {
-                println!("        {f}");
+                out!("        {f}");
             }
         }
         failed += usize::from(!fails.is_empty());
     }
     if !json {
-        println!("{} passed, {failed} failed", observations.len() - failed);
+        out!("{} passed, {failed} failed", observations.len() - failed);
     }
     if failed == 0 {
         ExitCode::SUCCESS
@@ -196,6 +238,7 @@ fn replay(
     requests: Option<PathBuf>,
     count: usize,
     by: Option<String>,
+    clock_start: ClockStart,
 ) -> ExitCode {
     let config = match read_config(config) {
         Ok(Value::Null) => Vec::new(),
@@ -242,7 +285,10 @@ fn replay(
     };
     let mut h = Harness::new();
     h.set_trace(false);
-    if let Err(e) = h.add_filter(FilterSpec::new(&filter).config(config)) {
+    let added = h
+        .start_clock(clock_start)
+        .and_then(|()| h.add_filter(FilterSpec::new(from_cwd(filter)).config(config)));
+    if let Err(e) = added {
         eprintln!("harness: {e}");
         return ExitCode::from(2);
     }
@@ -274,17 +320,17 @@ fn replay(
     }
     bar.finish_and_clear();
     let n = entries.len().max(1);
-    println!(
+    out!(
         "{:<30} {:>8} {:>7}",
         by.as_deref().unwrap_or("status"),
         "requests",
         "share"
     );
     for (k, v) in &outcomes {
-        println!("{k:<30} {v:>8} {:>6.2}%", *v as f64 * 100.0 / n as f64);
+        out!("{k:<30} {v:>8} {:>6.2}%", *v as f64 * 100.0 / n as f64);
     }
     let secs = started.elapsed().as_secs_f64();
-    println!(
+    out!(
         "{} requests in {secs:.2} s ({:.0} requests/s)",
         entries.len(),
         entries.len() as f64 / secs.max(1e-9)
