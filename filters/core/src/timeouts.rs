@@ -132,6 +132,9 @@ pub struct Admission {
     /// The fault's abort was sampled (applied once any delay is over).
     pub abort: bool,
     pub grpc: bool,
+    /// The caller sent a header the upstream reads as its deadline (the
+    /// `propagate` header, or `grpc-timeout` on a gRPC request).
+    pub carried_deadline: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,6 +302,7 @@ impl Timeouts {
         };
         let fault = self.faults.iter().position(|f| f.matcher.matches(req));
         let key = req.header(&self.sample_by);
+        let grpc = req.header("content-type").is_some_and(is_grpc);
         let (delay_until_ms, abort) = match fault.map(|f| &self.faults[f]) {
             Some(f) => (
                 f.delay
@@ -319,7 +323,13 @@ impl Timeouts {
             deadline_at_ms: limit_ms.map(|l| arrived_ms.min(now_ms).saturating_add(l)),
             delay_until_ms,
             abort,
-            grpc: req.header("content-type").is_some_and(is_grpc),
+            grpc,
+            carried_deadline: self.deadline.as_ref().is_some_and(|d| {
+                d.propagate
+                    .as_deref()
+                    .is_some_and(|p| req.header(p).is_some())
+                    || (grpc && req.header("grpc-timeout").is_some())
+            }),
         }
     }
 
@@ -337,7 +347,9 @@ impl Timeouts {
         }
         if let Some(until) = adm.delay_until_ms.filter(|u| now_ms < *u) {
             // Wake at the delay's end or when the budget falls below the floor.
-            let expiry = adm.deadline_at_ms.map(|d| (d + 1).saturating_sub(floor));
+            let expiry = adm
+                .deadline_at_ms
+                .map(|d| d.saturating_add(1).saturating_sub(floor));
             return Step::Wait(expiry.map_or(until, |e| e.min(until)));
         }
         if adm.abort {
@@ -409,6 +421,36 @@ impl Timeouts {
             }
         }
         out
+    }
+
+    /// The request headers a forwarded request must lose, given what
+    /// [`router_headers`](Self::router_headers) wrote: every router control
+    /// a client sent that the policy did not set, and a deadline header the
+    /// caller sent that the policy did not vouch for (unreadable, or never
+    /// read), so the upstream only ever sees a budget the policy set.
+    pub fn removed_headers<'s>(
+        &'s self,
+        adm: &Admission,
+        written: &'s [(&'s str, String)],
+    ) -> impl Iterator<Item = &'s str> + 's {
+        // Copied out: the iterator must not borrow `adm`.
+        let (carried, grpc) = (adm.carried_deadline, adm.grpc);
+        let deadline = self
+            .deadline
+            .as_ref()
+            .filter(|_| carried)
+            .into_iter()
+            .flat_map(move |d| {
+                d.propagate
+                    .as_deref()
+                    .into_iter()
+                    .chain(grpc.then_some("grpc-timeout"))
+            });
+        CLIENT_CONTROL_HEADERS
+            .iter()
+            .copied()
+            .chain(deadline)
+            .filter(move |name| !written.iter().any(|(n, _)| n == name))
     }
 }
 

@@ -18,7 +18,7 @@ use switchyard_core::matcher::{cookie_value, path_without_query};
 use switchyard_core::path::PathNormalization;
 use switchyard_core::router::{Reason as RouteReason, Router, StickyConfig};
 use switchyard_core::shadow::{Decision as ShadowDecision, Mode as ShadowMode, Shadow};
-use switchyard_core::timeouts::{Budget, ReplyKind, Step, Timeouts, CLIENT_CONTROL_HEADERS};
+use switchyard_core::timeouts::{Budget, ReplyKind, Step, Timeouts};
 use switchyard_core::{ConfigError, HeaderList, RequestHeaders, WithClaims};
 
 /// How long a fault delay may be followed: a request held longer than this
@@ -471,10 +471,8 @@ impl Engine {
                 for (name, value) in &set_now {
                     set(headers, name, value.as_bytes().to_vec());
                 }
-                for name in CLIENT_CONTROL_HEADERS {
-                    if !set_now.iter().any(|(n, _)| n == name) {
-                        remove(headers, name);
-                    }
+                for name in t.removed_headers(&adm, &set_now) {
+                    remove(headers, name);
                 }
                 outcome.budget_ms = fwd.timeout_ms;
                 outcome.per_try_timeout_ms = fwd.per_try_timeout_ms;

@@ -12,7 +12,6 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use switchyard_core::timeouts::{
     Admission, Budget, BudgetFrom, Forward, Reply, ReplyKind, Step, Timeouts,
-    CLIENT_CONTROL_HEADERS,
 };
 
 const NAME: &str = "timeouts";
@@ -228,10 +227,8 @@ impl Shared {
         for (name, value) in &headers {
             failed |= crate::request::set(name, value.as_bytes()).is_err();
         }
-        for name in CLIENT_CONTROL_HEADERS {
-            if !headers.iter().any(|(n, _)| n == name) && crate::request::remove(name).is_err() {
-                failed = true;
-            }
+        for name in self.timeouts.removed_headers(adm, &headers) {
+            failed |= crate::request::remove(name).is_err();
         }
         if failed {
             self.counters.header_errors.increment();

@@ -424,3 +424,92 @@ fn the_budget_counts_from_switchyard_unless_envoy_arrival_is_asked_for() {
         BudgetFrom::EnvoyArrival
     );
 }
+
+#[test]
+fn a_deadline_the_policy_did_not_vouch_for_never_reaches_the_upstream() {
+    let t = Timeouts::from_json(
+        br#"{"rules": [{"name": "api", "match": {"path": {"prefix": "/api/"}}, "timeout_ms": 500}],
+             "deadline": {"inbound": ["x-request-timeout-ms"], "propagate": "x-request-timeout-ms"}}"#,
+    )
+    .unwrap();
+    let removed = |headers: &[(&str, &str)]| {
+        let adm = t.admit(&req(headers), 0, 0, 0);
+        let fwd = forward(t.step(&adm, 0));
+        let written = t.router_headers(&adm, &fwd);
+        let gone: Vec<String> = t
+            .removed_headers(&adm, &written)
+            .map(str::to_owned)
+            .collect();
+        let written: Vec<String> = written.iter().map(|(n, _)| (*n).to_owned()).collect();
+        (written, gone)
+    };
+    // Unreadable, on a path no rule covers: nothing is written, so the client's value goes.
+    let (written, gone) = removed(&[(":path", "/other"), ("x-request-timeout-ms", "abc")]);
+    assert!(!written.contains(&"x-request-timeout-ms".to_owned()));
+    assert!(gone.contains(&"x-request-timeout-ms".to_owned()));
+    // A gRPC caller's unreadable grpc-timeout goes too.
+    let (_, gone) = removed(&[
+        (":path", "/other"),
+        ("content-type", "application/grpc"),
+        ("grpc-timeout", "forever"),
+    ]);
+    assert!(gone.contains(&"grpc-timeout".to_owned()));
+    // A readable one is replaced by the policy's own value, not removed.
+    let (written, gone) = removed(&[(":path", "/api/x"), ("x-request-timeout-ms", "200")]);
+    assert!(written.contains(&"x-request-timeout-ms".to_owned()));
+    assert!(!gone.contains(&"x-request-timeout-ms".to_owned()));
+    // Every router control the policy did not set goes, whatever the request carried.
+    let (_, gone) = removed(&[(":path", "/other")]);
+    assert_eq!(gone.len(), CLIENT_CONTROL_HEADERS.len());
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// Whatever the clocks and the caller's deadline, the arithmetic neither
+        /// overflows nor goes negative, and no forwarded budget exceeds the rule's.
+        #[test]
+        fn deadline_arithmetic_stays_in_range(
+            arrived in prop_oneof![any::<u64>(), Just(0u64), (u64::MAX - 10_000..=u64::MAX)],
+            elapsed in prop_oneof![Just(0u64), 0u64..10_000, any::<u64>()], later in 0u64..100_000,
+            deadline in prop_oneof![any::<u64>().prop_map(|d| d.to_string()), "[0-9]{1,20}", ".{0,8}"],
+            grpc in prop_oneof![Just(None), "[0-9]{1,9}[HMSmun]".prop_map(Some)],
+            delay in any::<bool>(),
+        ) {
+            let t = Timeouts::from_json(
+                br#"{"rules": [{"name": "r", "match": {"path": {"prefix": "/r"}}, "timeout_ms": 3000, "per_try_timeout_ms": 1000}],
+                     "deadline": {"inbound": ["grpc-timeout", "x-deadline-ms"], "propagate": "x-deadline-ms",
+                                  "min_remaining_ms": 5, "max_ms": 20000},
+                     "faults": [{"name": "d", "match": {"headers": {"x-delay": {"present": true}}}, "delay": {"fixed_ms": 2000}}]}"#,
+            ).unwrap();
+            let now = arrived.saturating_add(elapsed);
+            let mut headers = vec![(":path", "/r/x"), ("x-deadline-ms", deadline.as_str()), ("content-type", "application/grpc")];
+            if let Some(g) = &grpc {
+                headers.push(("grpc-timeout", g.as_str()));
+            }
+            if delay {
+                headers.push(("x-delay", "1"));
+            }
+            let adm = t.admit(&req(&headers), arrived, now, 0);
+            for at in [now, now.saturating_add(later), u64::MAX] {
+                match t.step(&adm, at) {
+                    Step::Forward(f) => {
+                        prop_assert!(f.timeout_ms.is_some_and(|ms| (1..=3000).contains(&ms)), "{:?}", f);
+                        prop_assert!(f.per_try_timeout_ms.is_none_or(|ms| ms <= 1000));
+                        prop_assert!(f.propagate_ms.is_some_and(|ms| ms <= 3000));
+                        for (name, value) in t.router_headers(&adm, &f) {
+                            let ms = value.trim_end_matches(['m', 'S']).parse::<u64>();
+                            prop_assert!(ms.is_ok_and(|ms| ms <= 3000), "{name}: {value}");
+                        }
+                    }
+                    Step::Wait(w) => prop_assert!(w >= at),
+                    Step::Reply(r) => prop_assert_eq!(r.status, 504),
+                }
+            }
+        }
+    }
+}
