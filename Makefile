@@ -32,7 +32,7 @@ JS_PKG        := filters/js/pkg
 # targets 800 kB; it is 820 kB (README, JavaScript package, says what bounds it).
 export BUDGET_js := 830000
 
-.PHONY: all setup build test lint demo bench oci clean sizes js js-test bench-js playground playground-build browser-test
+.PHONY: all setup build test lint demo bench oci clean sizes js js-test bench-js playground playground-build browser-test fuzz
 
 all: build
 
@@ -136,7 +136,7 @@ lint:
 ## tests (harness and Envoy) again, each filter replaced by switchyard.wasm with its section
 ## (--workspace both times: the same feature set, so the second run rebuilds nothing; with -p
 ## and a subset of packages, features resolved differently and wasmtime was compiled again)
-POLICY_TESTS := --test auth --test shadow --test timeouts --test version_router --test paths --test parity
+POLICY_TESTS := --test auth --test shadow --test timeouts --test version_router --test paths --test parity --test hostile_headers
 test: setup build lint js-test browser-test
 	$(CARGO) test --workspace
 	SWITCHYARD_CHAIN=1 $(CARGO) test --workspace $(POLICY_TESTS)
@@ -152,6 +152,18 @@ bench: setup build
 	$(CARGO) bench -p switchyard-harness --bench router --bench auth --bench timeouts --bench shadow
 	bench/envoy-bench.sh $(BENCH_ARGS)
 	$(MAKE) --no-print-directory bench-js
+
+## fuzz: every fuzz target (fuzz/checks) under libFuzzer for FUZZ_SECONDS (default 60) each,
+## from the seed corpus; installs the nightly toolchain and cargo-fuzz (into .tools/) if missing.
+## FUZZ_TARGETS="jwt credentials" for a subset. `make test` replays fuzz/corpus and fuzz/regressions.
+CARGO_FUZZ_VERSION := 0.13.1
+CARGO_FUZZ := $(CURDIR)/.tools/cargo-fuzz/bin/cargo-fuzz
+fuzz: $(CARGO_FUZZ)
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	fuzz/run.sh
+
+$(CARGO_FUZZ):
+	$(CARGO) install --locked cargo-fuzz --version $(CARGO_FUZZ_VERSION) --root .tools/cargo-fuzz
 
 ## oci: each filter as a reproducible OCI image layout (+ .tar) in target/oci, digests printed,
 ## WasmPlugin manifests copied there with sha256 pinned

@@ -86,3 +86,25 @@ mod tests {
         assert!(Sampler::new(f64::NAN, "a", "p").is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A key is sampled or not by its value alone (every replica and worker
+        /// picks the same requests), and 0 % / 100 % are absolute.
+        #[test]
+        fn sampling_is_decided_by_the_key_alone(
+            percent in 0.0f64..=100.0, key in proptest::collection::vec(any::<u8>(), 1..64),
+            r1 in any::<u64>(), r2 in any::<u64>(), name in "[a-z]{1,8}",
+        ) {
+            let a = Sampler::new(percent, &name, "p").unwrap();
+            let b = Sampler::new(percent, &name, "p").unwrap();
+            prop_assert_eq!(a.sampled(Some(&key), r1), b.sampled(Some(&key), r2));
+            prop_assert!(!Sampler::new(0.0, &name, "p").unwrap().sampled(Some(&key), r1));
+            prop_assert!(Sampler::new(100.0, &name, "p").unwrap().sampled(Some(&key), r1));
+        }
+    }
+}

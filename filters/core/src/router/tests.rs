@@ -383,3 +383,54 @@ fn claims_drive_matches_and_sticky_splits() {
     assert_eq!(r.decide(&get("/"), 0).reason, Reason::RandomSplit);
     assert!(!router(LAB).reads_claims());
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn req(pairs: &[(&str, &str)]) -> HeaderList {
+        HeaderList::from_pairs(pairs.iter().copied())
+    }
+
+    fn split(w1: u32, w2: u32) -> Router {
+        router(&format!(
+            r#"{{"default_version": "v1", "routes": [{{"name": "canary",
+                 "split": [{{"version": "v1", "weight": {w1}}}, {{"version": "v2", "weight": {w2}}}],
+                 "sticky": {{"header": "x-user"}}}}]}}"#
+        ))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// A sticky key always lands on the same version and bucket, whatever the draw.
+        #[test]
+        fn a_sticky_key_always_gets_the_same_version(
+            key in "[ -~]{1,40}", w1 in 1u32..1000, w2 in 0u32..1000, r1 in any::<u64>(), r2 in any::<u64>()
+        ) {
+            let r = split(w1, w2);
+            let q = req(&[("x-user", &key)]);
+            let (a, b) = (r.decide(&q, r1), r.decide(&q, r2));
+            prop_assert_eq!(a.version, b.version);
+            prop_assert_eq!(a.bucket, b.bucket);
+            let (bucket, total) = a.bucket.unwrap();
+            prop_assert!(bucket < total && total == u64::from(w1 + w2));
+            // The bucket decides: below v1's weight is v1.
+            prop_assert_eq!(a.version, if bucket < u64::from(w1) { "v1" } else { "v2" });
+        }
+
+        /// Over many keys each version's share stays within a few points of its weight.
+        #[test]
+        fn weights_hold_over_many_keys(w1 in 1u32..100, w2 in 1u32..100, salt in any::<u32>()) {
+            let r = split(w1, w2);
+            let n = 4000;
+            let v2 = (0..n)
+                .filter(|i| r.decide(&req(&[("x-user", &format!("{salt}-{i}"))]), 0).version == "v2")
+                .count();
+            let want = f64::from(w2) / f64::from(w1 + w2);
+            let got = v2 as f64 / f64::from(n);
+            // 5 standard deviations of a binomial share at n = 4000 is under 0.04.
+            prop_assert!((got - want).abs() < 0.04, "v2 share {got:.3}, weight {want:.3}");
+        }
+    }
+}
