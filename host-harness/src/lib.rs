@@ -13,6 +13,7 @@ pub(crate) mod flow;
 mod foreign;
 pub mod grpc;
 mod harness;
+pub mod impact;
 pub mod model;
 mod properties;
 mod router;

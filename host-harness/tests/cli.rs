@@ -429,3 +429,79 @@ fn the_clock_start_is_set_from_the_rust_api_before_any_filter() {
         "time never runs backwards"
     );
 }
+
+#[test]
+fn replay_against_reports_what_a_configuration_change_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = common::built("version_router");
+    let old = write(dir.path(), "old.json", r#"{"default_version": "v1"}"#);
+    let new = write(
+        dir.path(),
+        "new.json",
+        r#"{"default_version": "v1", "routes": [{"name": "jason-to-v2", "match": {"headers": {"end-user": {"exact": "jason"}}}, "version": "v2"}]}"#,
+    );
+    // An access-log line (extra keys, a null header), a scenario entry, a list of pairs.
+    let requests = write(
+        dir.path(),
+        "r.jsonl",
+        concat!(
+            "{\"headers\": {\":path\": \"/a\", \"end-user\": \"jason\", \"cookie\": null}, \"response_code\": 200}\n",
+            "{\"name\": \"kim\", \"headers\": {\"end-user\": \"kim\"}}\n",
+            "{\"headers\": [[\"end-user\", \"jason\"]]}\n",
+        ),
+    );
+    let run = |json: bool| {
+        let mut args = vec![
+            "replay",
+            "--filter",
+            wasm.to_str().unwrap(),
+            "--config",
+            new.to_str().unwrap(),
+            "--against",
+            old.to_str().unwrap(),
+            "--requests",
+            requests.to_str().unwrap(),
+        ];
+        if json {
+            args.push("--json");
+        }
+        harness(&args)
+    };
+    let out = run(false);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("3 requests, 2 change outcome (66.67%)"), "{t}");
+    assert!(t.contains("changed: version 2"), "{t}");
+    assert!(
+        t.contains("router.default.v1.requests -> router.jason-to-v2.v2.requests"),
+        "{t}"
+    );
+
+    let out = run(true);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "two changes and the summary");
+    assert_eq!(lines[0]["index"], 0);
+    assert_eq!(lines[1]["index"], 2);
+    assert_eq!(lines[0]["before"]["version"], "v1");
+    assert_eq!(lines[0]["after"]["version"], "v2");
+    assert_eq!(lines[2]["changed"], 2);
+    assert_eq!(lines[2]["distribution"]["version"]["v2"]["after"], 2);
+
+    let bad = write(dir.path(), "bad.jsonl", "{\"nope\": 1}\n");
+    let out = harness(&[
+        "replay",
+        "--filter",
+        wasm.to_str().unwrap(),
+        "--requests",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("bad.jsonl:1: no `headers` object"),
+        "{}",
+        text(&out)
+    );
+}

@@ -8,11 +8,10 @@
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use switchyard_harness::scenario::{Observation, RequestEntry, Scenario};
-use switchyard_harness::{ClockStart, FilterSpec, Harness};
+use switchyard_harness::{impact, ClockStart, FilterSpec, Harness};
 
 #[derive(Parser)]
 #[command(
@@ -52,27 +51,46 @@ enum Command {
         /// The scenario (YAML or JSON); `wasm` paths inside it are relative to its folder.
         scenario: PathBuf,
     },
-    /// Send many requests through one filter and report the distribution of outcomes.
-    Replay {
-        /// The filter (.wasm), relative to the working directory.
-        #[arg(long, value_name = "WASM")]
-        filter: PathBuf,
-        /// Its configuration: a file holding JSON or text [default: none].
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// Requests as JSONL, one `{"headers": {...}, "body": "..."}` per line, as a scenario's requests [default: generated].
-        #[arg(long, value_name = "FILE")]
-        requests: Option<PathBuf>,
-        /// How many requests to generate when --requests is not given (GET / with x-user-id: user-N).
-        #[arg(long, value_name = "N", default_value_t = 10_000)]
-        count: usize,
-        /// Group outcomes by this header of the request as the upstream received it [default: by status].
-        #[arg(long, value_name = "HEADER")]
-        by: Option<String>,
-        /// Where the virtual clock starts: `now`, `default` or an RFC 3339 instant.
-        #[arg(long, value_name = "WHEN", default_value = "default")]
-        clock_start: ClockStart,
-    },
+    /// Send many requests through one filter and report the distribution of outcomes, or with
+    /// --against, which requests a configuration change changes.
+    Replay(ReplayArgs),
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// The filter (.wasm), relative to the working directory.
+    #[arg(long, value_name = "WASM")]
+    filter: PathBuf,
+    /// Its configuration (with --against: the new one): a file holding JSON or text [default: none].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The configuration to compare with (the one in service now): every request runs under both
+    /// and the requests whose outcome changes are reported.
+    #[arg(long, value_name = "FILE")]
+    against: Option<PathBuf>,
+    /// Requests, one JSON object per line: a scenario's request entry, or a line of Envoy's JSON
+    /// access log in the format of envoy-config/fragments/access-log.yaml [default: generated].
+    #[arg(long, value_name = "FILE")]
+    requests: Option<PathBuf>,
+    /// How many requests to generate when --requests is not given (GET / with x-user-id: user-N).
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    count: usize,
+    /// Group outcomes by this header of the request as the upstream received it [default: by status].
+    #[arg(long, value_name = "HEADER", conflicts_with = "against")]
+    by: Option<String>,
+    /// With --against: print one JSON object per changed request (index, headers, before, after)
+    /// and then the summary as JSON, instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// With --against: the header that carries the version.
+    #[arg(long, value_name = "HEADER", default_value = "x-version")]
+    version_header: String,
+    /// With --against: the header that carries the verified identity.
+    #[arg(long, value_name = "HEADER", default_value = "end-user")]
+    identity_header: String,
+    /// Where the virtual clock starts: `now`, `default` or an RFC 3339 instant.
+    #[arg(long, value_name = "WHEN", default_value = "default")]
+    clock_start: ClockStart,
 }
 
 /// `println!` that ends the program quietly when stdout is closed
@@ -110,14 +128,7 @@ fn main() -> ExitCode {
             clock_start,
         } => run(scenario, filter, config, json, envoy, clock_start),
         Command::Diff { scenario } => diff(scenario),
-        Command::Replay {
-            filter,
-            config,
-            requests,
-            count,
-            by,
-            clock_start,
-        } => replay(filter, config, requests, count, by, clock_start),
+        Command::Replay(args) => replay(args),
     }
 }
 
@@ -232,48 +243,42 @@ fn report(scenario: &Scenario, observations: &[Observation], json: bool) -> Exit
     }
 }
 
-fn replay(
-    filter: PathBuf,
-    config: Option<PathBuf>,
-    requests: Option<PathBuf>,
-    count: usize,
-    by: Option<String>,
-    clock_start: ClockStart,
-) -> ExitCode {
-    let config = match read_config(config) {
-        Ok(Value::Null) => Vec::new(),
-        Ok(Value::String(s)) => s.into_bytes(),
-        Ok(v) => v.to_string().into_bytes(),
+fn config_bytes(path: Option<PathBuf>) -> Result<Vec<u8>, String> {
+    Ok(match read_config(path)? {
+        Value::Null => Vec::new(),
+        Value::String(s) => s.into_bytes(),
+        v => v.to_string().into_bytes(),
+    })
+}
+
+fn replay(args: ReplayArgs) -> ExitCode {
+    let ReplayArgs {
+        filter,
+        config,
+        against,
+        requests,
+        count,
+        by,
+        json,
+        version_header,
+        identity_header,
+        clock_start,
+    } = args;
+    let config = match config_bytes(config) {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("harness: {e}");
             return ExitCode::from(2);
         }
     };
     let entries: Vec<RequestEntry> = match &requests {
-        Some(p) => {
-            let file = match std::fs::File::open(p) {
-                Ok(f) => f,
-                Err(e) => {
-                    eprintln!("harness: {}: {e}", p.display());
-                    return ExitCode::from(2);
-                }
-            };
-            let mut out = Vec::new();
-            for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-                let line = line.unwrap_or_default();
-                if line.trim().is_empty() {
-                    continue;
-                }
-                match serde_json::from_str(&line) {
-                    Ok(e) => out.push(e),
-                    Err(e) => {
-                        eprintln!("harness: {}:{}: {e}", p.display(), i + 1);
-                        return ExitCode::from(2);
-                    }
-                }
+        Some(p) => match impact::read_requests(&from_cwd(p.clone())) {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("harness: {e}");
+                return ExitCode::from(2);
             }
-            out
-        }
+        },
         None => (0..count)
             .map(|i| {
                 serde_json::from_value(
@@ -283,6 +288,28 @@ fn replay(
             })
             .collect(),
     };
+    if let Some(old) = against {
+        let old = match config_bytes(Some(old)) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("harness: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let fields = impact::Fields {
+            version_header: version_header.to_ascii_lowercase(),
+            identity_header: identity_header.to_ascii_lowercase(),
+        };
+        return against_report(
+            &from_cwd(filter),
+            &old,
+            &config,
+            &entries,
+            &fields,
+            clock_start,
+            json,
+        );
+    }
     let mut h = Harness::new();
     h.set_trace(false);
     let added = h
@@ -292,13 +319,7 @@ fn replay(
         eprintln!("harness: {e}");
         return ExitCode::from(2);
     }
-    let bar = indicatif::ProgressBar::new(entries.len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} requests, {per_sec}, eta {eta}",
-        )
-        .expect("template"),
-    );
+    let bar = progress_bar(entries.len());
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
     let started = std::time::Instant::now();
     for entry in &entries {
@@ -335,5 +356,95 @@ fn replay(
         entries.len(),
         entries.len() as f64 / secs.max(1e-9)
     );
+    ExitCode::SUCCESS
+}
+
+fn progress_bar(len: usize) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} requests, {per_sec}, eta {eta}",
+        )
+        .expect("template"),
+    );
+    bar
+}
+
+/// `replay --against`: which requests the new configuration changes, and how.
+fn against_report(
+    filter: &std::path::Path,
+    old: &[u8],
+    new: &[u8],
+    entries: &[RequestEntry],
+    fields: &impact::Fields,
+    clock: ClockStart,
+    json: bool,
+) -> ExitCode {
+    let bar = progress_bar(entries.len());
+    let report = impact::compare(filter, old, new, entries, fields, clock, || bar.inc(1));
+    bar.finish_and_clear();
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("harness: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if json {
+        for c in &report.changes {
+            out!("{}", serde_json::to_string(c).unwrap_or_default());
+        }
+        let summary = serde_json::json!({
+            "requests": report.requests,
+            "changed": report.changes.len(),
+            "changed_fields": report.changed_fields,
+            "by_rule": report.by_rule.iter()
+                .map(|((b, a), n)| serde_json::json!({"before": b, "after": a, "requests": n}))
+                .collect::<Vec<_>>(),
+            "distribution": report.distribution.iter()
+                .map(|(field, values)| (field.to_string(), serde_json::Value::Object(values.iter()
+                    .map(|(v, (b, a))| (v.clone(), serde_json::json!({"before": b, "after": a})))
+                    .collect())))
+                .collect::<serde_json::Map<_, _>>(),
+        });
+        out!("{summary}");
+        return ExitCode::SUCCESS;
+    }
+    let n = report.requests.max(1);
+    out!(
+        "{} requests, {} change outcome ({:.2}%)",
+        report.requests,
+        report.changes.len(),
+        report.changes.len() as f64 * 100.0 / n as f64
+    );
+    if report.changes.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    let fields: Vec<String> = report
+        .changed_fields
+        .iter()
+        .map(|(f, c)| format!("{f} {c}"))
+        .collect();
+    out!("changed: {}", fields.join(", "));
+    for (field, values) in &report.distribution {
+        if !report.changed_fields.contains_key(field) {
+            continue;
+        }
+        out!("");
+        out!("{field:<30} {:>8} {:>8}", "before", "after");
+        for (v, (b, a)) in values {
+            out!("{v:<30} {b:>8} {a:>8}");
+        }
+    }
+    out!("");
+    out!(
+        "{:<8} rule before -> rule after (the counters each request moved)",
+        "requests"
+    );
+    let mut groups: Vec<_> = report.by_rule.iter().collect();
+    groups.sort_by(|x, y| y.1.cmp(x.1));
+    for ((b, a), count) in groups {
+        out!("{count:<8} {b} -> {a}");
+    }
     ExitCode::SUCCESS
 }
