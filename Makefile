@@ -21,7 +21,7 @@ export BUDGET_switchyard     := 740000
 BINARYEN_VERSION := 132.0.0
 WASM_OPT      := $(CURDIR)/.tools/node_modules/.bin/wasm-opt
 # The SDK's published examples, built as harness fidelity fixtures.
-FIXTURES      := sdk_hello_world sdk_http_headers sdk_http_auth_random sdk_http_body sdk_http_config abi_probe fixture_set_headers
+FIXTURES      := sdk_hello_world sdk_http_headers sdk_http_auth_random sdk_http_body sdk_http_config abi_probe fixture_set_headers fixture_service_feed
 CARGO         ?= cargo
 # The JavaScript package (filters/js): wasm-bindgen's CLI must match the crate's pinned version.
 WASM_BINDGEN_VERSION := 0.2.130

@@ -492,7 +492,32 @@ fn bootstrap(s: &Scenario, listener: u16, admin: u16, ports: &BTreeMap<String, u
         })
         .collect();
     filters.push(json!({"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}));
+    let services: Vec<Value> = s
+        .services
+        .iter()
+        .zip(s.service_names())
+        .map(|(svc, name)| {
+            let f = svc.as_plugin();
+            let path = s.wasm_path(&f);
+            let config = String::from_utf8_lossy(&Scenario::config_bytes(&f)).into_owned();
+            json!({
+                "name": "envoy.bootstrap.wasm",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.wasm.v3.WasmService",
+                    "singleton": svc.singleton,
+                    "config": {
+                        "name": name,
+                        "root_id": f.root_id.clone().unwrap_or_else(|| name.clone()),
+                        "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": config},
+                        "vm_config": {"vm_id": f.vm_id.clone().unwrap_or_else(|| name.clone()), "runtime": "envoy.wasm.runtime.v8",
+                                      "code": {"local": {"filename": path.canonicalize().unwrap_or(path).to_string_lossy()}}}
+                    }
+                }
+            })
+        })
+        .collect();
     json!({
+        "bootstrap_extensions": services,
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
         "static_resources": {
             "listeners": [{"name": "harness", "address": {"socket_address": {"address": "127.0.0.1", "port_value": listener}},
@@ -736,23 +761,51 @@ fn wasm_metrics(admin: u16) -> BTreeMap<String, i64> {
         .collect()
 }
 
-/// Wasm log messages in Envoy's log: `... wasm log <plugin> <root> <vm>: message`.
-fn wasm_logs(text: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
+/// `line` with each number (digits, with a decimal fraction if any) as `#`:
+/// Envoy's clock has nanoseconds where the virtual one has whole seconds.
+fn mask_numbers(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if !c.is_ascii_digit() {
+            out.push(c);
+            continue;
+        }
+        out.push('#');
+        while let Some(&n) = chars.peek() {
+            let fraction = n == '.' && out.ends_with('#');
+            if !(n.is_ascii_digit() || fraction) {
+                break;
+            }
+            chars.next();
+            if fraction && !chars.peek().is_some_and(char::is_ascii_digit) {
+                out.push('.');
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Wasm log messages in Envoy's log, with the plugin that wrote each:
+/// `... wasm log <plugin> <root> <vm>: message`.
+fn wasm_logs(text: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
     let mut in_wasm_message = false;
     for line in text.lines() {
         if let Some(i) = line.find(" wasm log ") {
             let rest = &line[i + 10..];
             in_wasm_message = false;
             if let Some(j) = rest.find(": ") {
-                out.push(rest[j + 2..].to_owned());
+                let plugin = rest[..j].split(' ').next().unwrap_or_default();
+                out.push((plugin.to_owned(), rest[j + 2..].to_owned()));
                 in_wasm_message = true;
             }
         } else if line.starts_with('[') {
             in_wasm_message = false;
         } else if in_wasm_message {
             // A multi-line message continues without Envoy's prefix.
-            if let Some(last) = out.last_mut() {
+            if let Some((_, last)) = out.last_mut() {
                 last.push('\n');
                 last.push_str(line);
             }
@@ -887,6 +940,12 @@ pub fn run_with(s: &Scenario, envoy_bin: &std::path::Path) -> Result<Vec<Observa
     };
     let mut out = Vec::new();
     let started = Instant::now();
+    // Services' lines are those logged between one request's start and the
+    // next's (from Envoy's readiness for the first): Envoy starts each plugin
+    // twice (a configuration canary, then the real VM), the harness once,
+    // so what a service logs while starting is not compared.
+    let services = s.service_names();
+    let mut service_mark = envoy.log.lock().expect("lock").len();
     for entry in &s.requests {
         if let Some(at) = entry.at_ms {
             let elapsed = started.elapsed().as_millis() as u64;
@@ -913,6 +972,16 @@ pub fn run_with(s: &Scenario, envoy_bin: &std::path::Path) -> Result<Vec<Observa
             envoy.log.lock().expect("lock").len(),
             seen.lock().expect("lock").len(),
         );
+        let service_logs: Vec<String> = {
+            let text = envoy.log.lock().expect("lock");
+            let lines = wasm_logs(&text[service_mark..log_mark])
+                .into_iter()
+                .filter(|(plugin, _)| services.contains(plugin))
+                .map(|(_, m)| m)
+                .collect();
+            service_mark = log_mark;
+            lines
+        };
         let chunks =
             crate::flow::Flow::chunks(req.body.as_deref().unwrap_or_default(), &req.chunk_sizes);
         let chunks: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
@@ -970,7 +1039,11 @@ pub fn run_with(s: &Scenario, envoy_bin: &std::path::Path) -> Result<Vec<Observa
             .filter(|r| !r.headers.iter().any(|(k, _)| k == "x-request-id"))
             .map(|r| (r.cluster.clone(), r.headers.clone()))
             .collect();
-        let logs = wasm_logs(&envoy.log.lock().expect("lock")[log_mark..]);
+        let logs: Vec<String> = wasm_logs(&envoy.log.lock().expect("lock")[log_mark..])
+            .into_iter()
+            .filter(|(plugin, _)| !services.contains(plugin))
+            .map(|(_, m)| m)
+            .collect();
         out.push(Observation {
             name: entry.name.clone(),
             status,
@@ -991,6 +1064,7 @@ pub fn run_with(s: &Scenario, envoy_bin: &std::path::Path) -> Result<Vec<Observa
             body,
             response_trailers,
             logs,
+            service_logs,
             metrics: wasm_metrics(admin),
             duration_ms,
         });
@@ -1110,6 +1184,16 @@ pub fn differences(harness: &[Observation], envoy: &[Observation]) -> Vec<String
             "logs",
             format!("{:?}", steady(&h.logs)),
             format!("{:?}", steady(&e.logs)),
+        );
+        // A service's clock and random draws are the virtual ones in the
+        // harness and the wall clock's in Envoy: its lines are compared with
+        // every number masked, so their shape, order and count still count.
+        let masked =
+            |logs: &[String]| -> Vec<String> { logs.iter().map(|l| mask_numbers(l)).collect() };
+        d(
+            "service_logs",
+            format!("{:?}", masked(&h.service_logs)),
+            format!("{:?}", masked(&e.service_logs)),
         );
         d(
             "metrics",

@@ -39,6 +39,9 @@ pub struct FilterSpec {
     pub vm_configuration: Vec<u8>,
     pub env: Vec<(String, String)>,
     pub failure_policy: FailurePolicy,
+    /// `Some(singleton)`: a bootstrap service (Envoy's `WasmService`), a root
+    /// context that never sees a stream; `None`: an HTTP filter.
+    pub service: Option<bool>,
 }
 
 impl FilterSpec {
@@ -57,7 +60,18 @@ impl FilterSpec {
             vm_configuration: Vec::new(),
             env: Vec::new(),
             failure_policy: FailurePolicy::FailClosed,
+            service: None,
         }
+    }
+
+    /// Makes this a bootstrap service instead of a filter: `singleton` one
+    /// VM for the whole proxy (Envoy's main thread), else one per worker
+    /// (which, as in Envoy, shares a VM with filters of the same vm_id, code
+    /// and VM configuration). It shares data and queues with every plugin of
+    /// its `vm_id`.
+    pub fn service(mut self, singleton: bool) -> Self {
+        self.service = Some(singleton);
+        self
     }
 
     pub fn config(mut self, configuration: impl Into<Vec<u8>>) -> Self {
@@ -329,6 +343,10 @@ impl Harness {
                 f.spec.wasm == spec.wasm
                     && f.spec.vm_id == spec.vm_id
                     && f.spec.vm_configuration == spec.vm_configuration
+                    // A singleton service runs on Envoy's main thread, apart
+                    // from every worker's VM.
+                    && f.spec.service != Some(true)
+                    && spec.service != Some(true)
             })
             .map(|f| f.vm.clone());
         let vm = match shared {
@@ -444,6 +462,14 @@ impl Harness {
         });
         self.after_callback();
         Ok(self)
+    }
+
+    /// Loads a bootstrap service (`spec` with [`FilterSpec::service`], or a
+    /// singleton if not set): VM start, configure, then only its root
+    /// callbacks (ticks, queues, HTTP call answers); no stream reaches it.
+    pub fn add_service(&mut self, spec: FilterSpec) -> Result<&mut Self, HarnessError> {
+        let singleton = spec.service.unwrap_or(true);
+        self.add_filter(spec.service(singleton))
     }
 
     /// Adds a filter with a JSON/text configuration; shorthand for tests.
@@ -664,7 +690,7 @@ impl Harness {
         };
         let mut contexts = Vec::with_capacity(self.filters.len());
         for f in &mut self.filters {
-            if f.vm.borrow_mut().failed.is_some() {
+            if f.spec.service.is_some() || f.vm.borrow_mut().failed.is_some() {
                 contexts.push(None);
                 continue;
             }
@@ -1353,6 +1379,9 @@ impl Harness {
     ) -> Result<Option<i32>, String> {
         let run = &self.runs[&id];
         let f = &mut self.filters[i];
+        if f.spec.service.is_some() {
+            return Ok(None); // Services never see a stream.
+        }
         if f.vm.borrow_mut().failed.is_some() {
             // A dead VM answers nothing: fail-open skips it, fail-closed stops
             // the request (its 503 then passes the filters before it only).

@@ -17,6 +17,10 @@ use std::path::{Path, PathBuf};
 pub struct Scenario {
     #[serde(default)]
     pub filters: Vec<FilterEntry>,
+    /// Bootstrap services (Envoy's `bootstrap_extensions` `WasmService`),
+    /// started before the filters; they share data and queues by `vm_id`.
+    #[serde(default)]
+    pub services: Vec<ServiceEntry>,
     #[serde(default)]
     pub clusters: BTreeMap<String, Cluster>,
     /// Header-based routes to clusters (first match wins), like Envoy's route table.
@@ -51,6 +55,42 @@ pub struct FilterEntry {
     pub vm_id: Option<String>,
     #[serde(default)]
     pub failure_policy: FailurePolicy,
+}
+
+/// A bootstrap service: a module's root context with no HTTP streams.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceEntry {
+    pub wasm: PathBuf,
+    #[serde(default)]
+    pub config: Value,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub root_id: Option<String>,
+    #[serde(default)]
+    pub vm_id: Option<String>,
+    /// One for the whole proxy (Envoy's main thread; default), else one per worker.
+    #[serde(default = "yes")]
+    pub singleton: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ServiceEntry {
+    /// The same plugin as a [`FilterEntry`] (for paths and configuration).
+    pub fn as_plugin(&self) -> FilterEntry {
+        FilterEntry {
+            wasm: self.wasm.clone(),
+            config: self.config.clone(),
+            name: self.name.clone(),
+            root_id: self.root_id.clone(),
+            vm_id: self.vm_id.clone(),
+            failure_policy: FailurePolicy::FailOpen,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -149,6 +189,9 @@ pub struct Expect {
     /// Each must appear in some log line of the request.
     #[serde(default)]
     pub logs: Vec<String>,
+    /// Each must appear in some line the services logged between the previous request's start and this one's.
+    #[serde(default)]
+    pub service_logs: Vec<String>,
     /// Stat values after the request (`wasmcustom.` prefix optional).
     #[serde(default)]
     pub metrics: BTreeMap<String, i64>,
@@ -193,7 +236,11 @@ pub struct Observation {
     pub response_headers: Vec<(String, String)>,
     pub body: String,
     pub response_trailers: Vec<(String, String)>,
+    /// The filters' log lines while the request ran.
     pub logs: Vec<String>,
+    /// The services' log lines from the previous request's start to this
+    /// one's (from the end of start-up, for the first).
+    pub service_logs: Vec<String>,
     pub metrics: BTreeMap<String, i64>,
     pub duration_ms: u64,
 }
@@ -279,6 +326,14 @@ impl Observation {
                 ));
             }
         }
+        for want in &e.service_logs {
+            if !self.service_logs.iter().any(|l| l.contains(want.as_str())) {
+                fails.push(format!(
+                    "service_logs: expected a line containing {want:?}, got {:?}",
+                    self.service_logs
+                ));
+            }
+        }
         for (name, want) in &e.metrics {
             let got = self.metrics.get(name).or_else(|| {
                 self.metrics
@@ -323,6 +378,22 @@ impl Scenario {
             }
         }
         Ok(s)
+    }
+
+    /// The plugin names of the services (as Envoy's log names them).
+    pub fn service_names(&self) -> Vec<String> {
+        self.services
+            .iter()
+            .map(|s| {
+                let f = s.as_plugin();
+                f.name.clone().unwrap_or_else(|| {
+                    self.wasm_path(&f)
+                        .file_stem()
+                        .map(|x| x.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                })
+            })
+            .collect()
     }
 
     /// Replaces the chain with one filter (`--filter`/`--config`).
@@ -412,6 +483,22 @@ impl Scenario {
             h.route(&r.header, &r.value, &r.cluster);
         }
         h.upstream(self.upstream.clone());
+        for svc in &self.services {
+            let f = svc.as_plugin();
+            let mut spec = FilterSpec::new(self.wasm_path(&f))
+                .config(Self::config_bytes(&f))
+                .service(svc.singleton);
+            if let Some(n) = &f.name {
+                spec = spec.name(n);
+            }
+            if let Some(r) = &f.root_id {
+                spec = spec.root_id(r);
+            }
+            if let Some(v) = &f.vm_id {
+                spec = spec.vm_id(v);
+            }
+            h.add_service(spec)?;
+        }
         for f in &self.filters {
             let mut spec = FilterSpec::new(self.wasm_path(f))
                 .config(Self::config_bytes(f))
@@ -434,6 +521,9 @@ impl Scenario {
     pub fn run_in_harness(&self) -> Result<Vec<Observation>, HarnessError> {
         let mut h = self.harness()?;
         let mut out = Vec::with_capacity(self.requests.len());
+        // As under `--envoy`: services' lines from one request's start to the next's.
+        let services = self.service_names();
+        let mut service_mark = h.world().logs.len();
         for entry in &self.requests {
             if let Some(at) = entry.at_ms {
                 let now = h.now_ms();
@@ -447,6 +537,16 @@ impl Scenario {
                     .clone()
                     .unwrap_or_else(|| self.upstream.clone()),
             );
+            let service_logs: Vec<String> = {
+                let w = h.world();
+                let lines = w.logs[service_mark..]
+                    .iter()
+                    .filter(|l| services.contains(&l.plugin))
+                    .map(|l| l.message.clone())
+                    .collect();
+                service_mark = w.logs.len();
+                lines
+            };
             let ex = h.send(Self::request(entry));
             let text = |hs: &Headers| {
                 hs.0.iter()
@@ -497,7 +597,13 @@ impl Scenario {
                     .and_then(|r| r.trailers.as_ref())
                     .map(text)
                     .unwrap_or_default(),
-                logs: ex.logs.iter().map(|l| l.message.clone()).collect(),
+                logs: ex
+                    .logs
+                    .iter()
+                    .filter(|l| !services.contains(&l.plugin))
+                    .map(|l| l.message.clone())
+                    .collect(),
+                service_logs,
                 metrics: h.metrics(),
                 duration_ms: ex.duration_ms,
             });

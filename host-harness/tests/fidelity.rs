@@ -154,3 +154,13 @@ fn sdk_body_in_chunks_matches_envoy() {
 fn grpc_calls_match_envoy() {
     check("grpc_calls.yaml");
 }
+
+#[test]
+fn the_sdk_hello_world_as_a_bootstrap_service_matches_envoy() {
+    check("sdk_hello_world_service.yaml");
+}
+
+#[test]
+fn a_service_feeding_filters_through_shared_data_and_a_queue_matches_envoy() {
+    check("service_feeds_filters.yaml");
+}
