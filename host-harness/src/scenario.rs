@@ -472,6 +472,21 @@ impl Scenario {
         }
     }
 
+    /// The harness's spec of a scenario plugin (a filter, or a service's as a filter).
+    fn plugin_spec(&self, f: &FilterEntry) -> FilterSpec {
+        let mut spec = FilterSpec::new(self.wasm_path(f)).config(Self::config_bytes(f));
+        if let Some(n) = &f.name {
+            spec = spec.name(n);
+        }
+        if let Some(r) = &f.root_id {
+            spec = spec.root_id(r);
+        }
+        if let Some(v) = &f.vm_id {
+            spec = spec.vm_id(v);
+        }
+        spec
+    }
+
     /// Builds the harness for this scenario.
     pub fn harness(&self) -> Result<Harness, HarnessError> {
         let mut h = Harness::new();
@@ -484,35 +499,10 @@ impl Scenario {
         }
         h.upstream(self.upstream.clone());
         for svc in &self.services {
-            let f = svc.as_plugin();
-            let mut spec = FilterSpec::new(self.wasm_path(&f))
-                .config(Self::config_bytes(&f))
-                .service(svc.singleton);
-            if let Some(n) = &f.name {
-                spec = spec.name(n);
-            }
-            if let Some(r) = &f.root_id {
-                spec = spec.root_id(r);
-            }
-            if let Some(v) = &f.vm_id {
-                spec = spec.vm_id(v);
-            }
-            h.add_service(spec)?;
+            h.add_service(self.plugin_spec(&svc.as_plugin()).service(svc.singleton))?;
         }
         for f in &self.filters {
-            let mut spec = FilterSpec::new(self.wasm_path(f))
-                .config(Self::config_bytes(f))
-                .failure_policy(f.failure_policy);
-            if let Some(n) = &f.name {
-                spec = spec.name(n);
-            }
-            if let Some(r) = &f.root_id {
-                spec = spec.root_id(r);
-            }
-            if let Some(v) = &f.vm_id {
-                spec = spec.vm_id(v);
-            }
-            h.add_filter(spec)?;
+            h.add_filter(self.plugin_spec(f).failure_policy(f.failure_policy))?;
         }
         Ok(h)
     }

@@ -190,18 +190,7 @@ pub fn credentials(data: &[u8]) {
     }
     let req = Input::new(data).headers();
     AUTH.with(|auth| {
-        let keys: Vec<Option<Rc<KeySet>>> = (0..auth.provider_count())
-            .map(|p| auth.static_keys(p))
-            .collect();
-        let mut caches = Caches::new(auth.cache_entries());
-        let mut eval = auth.begin(&req);
-        let mut env = Env {
-            now_s: NOW_S,
-            keys: &keys,
-            caches: &mut caches,
-            host_verify: &mut |_| None,
-        };
-        let step = auth.step(&mut eval, &req, &mut env);
+        let step = evaluate(auth, &req);
         let Step::Done(Verdict::Allow {
             identity: Some(identity),
             ..
@@ -225,6 +214,23 @@ pub fn credentials(data: &[u8]) {
             other => panic!("allowed by an unexpected provider {other}"),
         }
     });
+}
+
+/// Auth's whole evaluation of `req` with the configuration's own keys, at
+/// [`NOW_S`], verifying in Wasm (no host); a fresh token cache each time.
+pub fn evaluate(auth: &Auth, req: &HeaderList) -> Step {
+    let keys: Vec<Option<Rc<KeySet>>> = (0..auth.provider_count())
+        .map(|p| auth.static_keys(p))
+        .collect();
+    let mut caches = Caches::new(auth.cache_entries());
+    let mut eval = auth.begin(req);
+    let mut env = Env {
+        now_s: NOW_S,
+        keys: &keys,
+        caches: &mut caches,
+        host_verify: &mut |_| None,
+    };
+    auth.step(&mut eval, req, &mut env)
 }
 
 /// API key `ci-secret` (its SHA-256 below), basic `alice:wonderland` (bcrypt

@@ -7,9 +7,8 @@
 
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use switchyard_core::auth::jwt::{self, Alg, KeySet};
-use switchyard_core::auth::{Auth, Caches, Env, Step, Verdict};
+use switchyard_core::auth::{Auth, Step, Verdict};
 use switchyard_core::HeaderList;
 use switchyard_fuzz_checks::input::{encode, Input};
 use switchyard_fuzz_checks::NOW_S;
@@ -194,18 +193,7 @@ fn the_seeds_are_in_place_and_reach_what_they_were_made_for() {
     let verdict = |seed: &str| {
         let bytes = std::fs::read(dir.join("corpus/credentials").join(seed)).unwrap();
         let req: HeaderList = Input::new(&bytes).headers();
-        let keys: Vec<Option<Rc<KeySet>>> = (0..auth.provider_count())
-            .map(|p| auth.static_keys(p))
-            .collect();
-        let mut caches = Caches::new(auth.cache_entries());
-        let mut eval = auth.begin(&req);
-        let mut env = Env {
-            now_s: NOW_S,
-            keys: &keys,
-            caches: &mut caches,
-            host_verify: &mut |_| None,
-        };
-        match auth.step(&mut eval, &req, &mut env) {
+        match switchyard_fuzz_checks::evaluate(&auth, &req) {
             Step::Done(Verdict::Allow { identity, .. }) => Ok(identity
                 .and_then(|i| i.subject)
                 .map(|s| String::from_utf8(s).unwrap())),
