@@ -28,9 +28,13 @@ impl Context for TeamFilter {}
 
 impl HttpContext for TeamFilter {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
-        let path = self.get_http_request_header(":path").unwrap_or_default();
-        let token = self.get_http_request_header("x-team-token");
-        if path.starts_with("/admin") && token.as_deref() != Some("letmein") {
+        // Byte getters: the String ones panic on a header that is not UTF-8,
+        // and a panic kills every plugin in the VM.
+        let path = self
+            .get_http_request_header_bytes(":path")
+            .unwrap_or_default();
+        let token = self.get_http_request_header_bytes("x-team-token");
+        if path.starts_with(b"/admin") && token.as_deref() != Some(b"letmein".as_slice()) {
             self.send_http_response(403, vec![("x-team", "platform")], Some(b"no team token\n"));
             return Action::Pause;
         }
