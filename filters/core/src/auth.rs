@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod jwt;
+pub mod shared_keys;
 #[cfg(test)]
 mod tests;
 
@@ -239,9 +240,35 @@ struct CachedToken {
     valid_until: u64,
 }
 
+/// Hashes keys that are already digests (xxh3-128, SHA-256) by folding
+/// their bytes: SipHash over them cost more than the rest of a cache hit.
+/// Only verified credentials are inserted, so an attacker cannot fill a
+/// bucket with chosen keys.
+#[derive(Default)]
+struct Digest(u64);
+
+impl std::hash::Hasher for Digest {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(29) ^ u64::from_le_bytes(word);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = self.0.rotate_left(29) ^ (n as u64) ^ ((n >> 64) as u64).rotate_left(32);
+    }
+    fn write_usize(&mut self, _: usize) {
+        // The length prefix of a fixed-size array says nothing.
+    }
+}
+
 /// A small insertion-ordered cache: the oldest entry goes first.
 struct Lru<K, V> {
-    map: HashMap<K, V>,
+    map: HashMap<K, V, std::hash::BuildHasherDefault<Digest>>,
     order: VecDeque<K>,
     capacity: usize,
 }
@@ -249,7 +276,7 @@ struct Lru<K, V> {
 impl<K: std::hash::Hash + Eq + Copy, V> Lru<K, V> {
     fn new(capacity: usize) -> Self {
         Self {
-            map: HashMap::new(),
+            map: HashMap::default(),
             order: VecDeque::new(),
             capacity,
         }
@@ -373,6 +400,7 @@ pub struct Auth {
     identity: Option<IdentityConfig>,
     dry_run: bool,
     cache_entries: usize,
+    claims_property: Option<bool>,
     max_token_bytes: usize,
     header_names: Vec<String>,
     stripped: Vec<String>,
@@ -588,6 +616,7 @@ impl Auth {
             identity,
             dry_run: config.dry_run,
             cache_entries: config.cache_entries,
+            claims_property: config.claims_property,
             max_token_bytes: config.max_token_bytes,
             header_names,
             stripped,
@@ -611,6 +640,11 @@ impl Auth {
 
     pub fn cache_entries(&self) -> usize {
         self.cache_entries
+    }
+
+    /// `claims_property` as configured; `None` leaves it to the filter.
+    pub fn claims_property(&self) -> Option<bool> {
+        self.claims_property
     }
 
     pub fn provider_count(&self) -> usize {

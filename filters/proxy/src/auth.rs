@@ -13,6 +13,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use switchyard_core::auth::jwt::{HostVerify, KeySet};
+use switchyard_core::auth::shared_keys::SharedKeySet;
 use switchyard_core::auth::{
     jwks_retry_after_ms, Auth, Caches, Denial, Env, Evaluation, ExtAuthAnswer, Reason, Step,
     Verdict,
@@ -34,6 +35,7 @@ struct Counters {
     provider_denied: Vec<Counter>,
     jwks_ok: Vec<Counter>,
     jwks_failed: Vec<Counter>,
+    jwks_ready: Vec<Counter>,
     failed_open: Vec<Counter>,
     verify_host: Counter,
 }
@@ -63,16 +65,25 @@ impl Counters {
             provider_denied: per_provider("denied"),
             jwks_ok: per_provider("jwks_fetch_ok"),
             jwks_failed: per_provider("jwks_fetch_failed"),
+            jwks_ready: per_provider("jwks_ready"),
             failed_open: per_provider("failed_open"),
             verify_host: Counter::define("switchyard.auth.signature_checks_by_host"),
         }
     }
 }
 
-/// Remote key-set bookkeeping for one JWT provider.
-#[derive(Default)]
+/// Remote key-set bookkeeping for one JWT provider, in this VM.
 struct Remote {
+    /// The record every VM of this plugin shares ([`SharedKeySet::key`]).
+    key: String,
+    /// This VM's fetch is out (and it holds the shared lease).
     in_flight: bool,
+    /// `fetched_ms` of the shared key set this VM has loaded.
+    loaded_ms: u64,
+    /// This VM holds a key set (counted once in `jwks_ready`).
+    ready: bool,
+    /// The host refused shared data: this VM fetches on its own schedule.
+    alone: bool,
     next_fetch_ms: u64,
     failures: u32,
 }
@@ -113,6 +124,10 @@ struct State {
 struct Shared {
     auth: Auth,
     handle: Handle,
+    /// Whether verified claims go to the `switchyard.claims` property.
+    claims_property: bool,
+    /// The tick runs at its steady period (after the first, 1 ms one).
+    ticking: std::cell::Cell<bool>,
     counters: Counters,
     state: RefCell<State>,
 }
@@ -155,7 +170,17 @@ impl Policy for AuthRoot {
         let n = auth.provider_count();
         let keys = (0..n).map(|p| auth.static_keys(p)).collect();
         let remote: Vec<Option<Remote>> = (0..n)
-            .map(|p| auth.remote_jwks(p).map(|_| Remote::default()))
+            .map(|p| {
+                auth.remote_jwks(p).map(|cfg| Remote {
+                    key: SharedKeySet::key(cfg),
+                    in_flight: false,
+                    loaded_ms: 0,
+                    ready: false,
+                    alone: false,
+                    next_fetch_ms: 0,
+                    failures: 0,
+                })
+            })
             .collect();
         let has_remote = remote.iter().any(Option::is_some);
         let shared = Rc::new(Shared {
@@ -168,19 +193,29 @@ impl Policy for AuthRoot {
                 calls: HashMap::new(),
                 host_crypto: HostCrypto::Unknown,
             }),
+            claims_property: auth
+                .claims_property()
+                .unwrap_or(!self.handle.has_later_sections()),
+            ticking: std::cell::Cell::new(false),
             auth,
             handle: self.handle.clone(),
         });
-        if has_remote {
-            if self.handle.set_tick_period_ms(TICK_MS).is_err() {
-                host::log(
-                    Level::Warn,
-                    &format!(
-                        "{NAME}: the host refused a tick period; remote key sets will not refresh"
-                    ),
-                );
+        // Every VM after the first finds the record and takes leases by
+        // compare-and-swap (Envoy configures the main thread's VM before any
+        // worker's, so two VMs never both create it).
+        for r in shared.state.borrow().remote.iter().flatten() {
+            if let Ok(None) = host::shared_data(&r.key) {
+                let _ = host::set_shared_data(&r.key, &SharedKeySet::default().encode(), 0);
             }
-            shared.fetch_due_key_sets(host::now_ms());
+        }
+        // The first fetch waits for the first tick, 1 ms on: Envoy configures
+        // a canary copy of the plugin and kills it at once, and a fetch (and
+        // shared lease) taken there would hold up every other VM's keys.
+        if has_remote && self.handle.set_tick_period_ms(1).is_err() {
+            host::log(
+                Level::Warn,
+                &format!("{NAME}: the host refused a tick period; remote key sets will not load"),
+            );
         }
         self.shared = Some(shared);
         true
@@ -189,7 +224,10 @@ impl Policy for AuthRoot {
     fn on_tick(&mut self) {
         if let Some(shared) = &self.shared {
             let now = host::now_ms();
-            shared.fetch_due_key_sets(now);
+            if !shared.ticking.replace(true) {
+                let _ = self.handle.set_tick_period_ms(TICK_MS);
+            }
+            shared.refresh_key_sets(now);
             shared.expire_waiting(now);
         }
     }
@@ -204,51 +242,132 @@ impl Policy for AuthRoot {
 }
 
 impl Shared {
-    fn fetch_due_key_sets(&self, now: u64) {
+    /// Each tick: adopt a key set another VM stored, renew this VM's lease
+    /// while its fetch is out, and take the lease and fetch when one is due.
+    fn refresh_key_sets(&self, now: u64) {
         for p in 0..self.auth.provider_count() {
-            let Some(cfg) = self.auth.remote_jwks(p) else {
-                continue;
+            let (key, in_flight, alone, loaded_ms) = match &self.state.borrow().remote[p] {
+                Some(r) => (r.key.clone(), r.in_flight, r.alone, r.loaded_ms),
+                None => continue,
             };
-            {
-                let state = self.state.borrow();
-                match &state.remote[p] {
-                    Some(r) if !r.in_flight && now >= r.next_fetch_ms => {}
-                    _ => continue,
+            if alone {
+                let due = self.state.borrow().remote[p]
+                    .as_ref()
+                    .is_some_and(|r| !r.in_flight && now >= r.next_fetch_ms);
+                if due {
+                    self.fetch_key_set(p, now);
                 }
+                continue;
             }
-            let headers: [(&str, &[u8]); 4] = [
-                (":method", b"GET"),
-                (":path", cfg.path.as_bytes()),
-                (":authority", cfg.authority.as_bytes()),
-                ("accept", b"application/json"),
-            ];
-            let sent = host::dispatch_http_call(&cfg.cluster, &headers, None, cfg.timeout_ms);
-            match sent {
-                Ok(token) => {
-                    let mut state = self.state.borrow_mut();
-                    state.calls.insert(token, Call::Jwks(p));
-                    if let Some(r) = state.remote[p].as_mut() {
-                        r.in_flight = true;
-                    }
+            let (record, cas) = match host::shared_data(&key) {
+                Ok(Some((bytes, cas))) => (SharedKeySet::decode(&bytes).unwrap_or_default(), cas),
+                Ok(None) => (SharedKeySet::default(), 0),
+                Err(_) => {
+                    self.go_alone(p);
+                    continue;
                 }
-                Err(status) => {
-                    host::log(
-                        Level::Warn,
-                        &format!(
-                            "{NAME}: cannot fetch the key set of provider {} from cluster {:?}: {status:?}",
-                            self.auth.provider_name(p),
-                            cfg.cluster
-                        ),
-                    );
-                    self.key_set_failed(p, now);
+            };
+            if in_flight {
+                let _ = host::set_shared_data(&key, &record.leased(now).encode(), cas);
+                continue;
+            }
+            if record.fetched_ms > loaded_ms && !record.body.is_empty() {
+                self.adopt(p, &record);
+            }
+            if record.fetch_due(now) {
+                match host::set_shared_data(&key, &record.leased(now).encode(), cas) {
+                    Ok(()) => self.fetch_key_set(p, now),
+                    Err(host::Status::CAS_MISMATCH) => {} // Another VM took it.
+                    Err(_) => {
+                        self.go_alone(p);
+                        self.fetch_key_set(p, now);
+                    }
                 }
             }
         }
     }
 
+    fn go_alone(&self, p: usize) {
+        if let Some(r) = self.state.borrow_mut().remote[p].as_mut() {
+            r.alone = true;
+        }
+        host::log(
+            Level::Warn,
+            &format!(
+                "{NAME}: the host refused shared data: provider {}'s key set is fetched by each VM",
+                self.auth.provider_name(p)
+            ),
+        );
+    }
+
+    /// Loads the key set another VM fetched.
+    fn adopt(&self, p: usize, record: &SharedKeySet) {
+        if let Some(r) = self.state.borrow_mut().remote[p].as_mut() {
+            r.loaded_ms = record.fetched_ms;
+        }
+        match KeySet::parse(&record.body) {
+            Ok(set) => self.install(p, set),
+            Err(why) => host::log(
+                Level::Warn,
+                &format!(
+                    "{NAME}: the shared key set of provider {} does not parse: {why}",
+                    self.auth.provider_name(p)
+                ),
+            ),
+        }
+    }
+
+    fn fetch_key_set(&self, p: usize, now: u64) {
+        let Some(cfg) = self.auth.remote_jwks(p) else {
+            return;
+        };
+        let headers: [(&str, &[u8]); 4] = [
+            (":method", b"GET"),
+            (":path", cfg.path.as_bytes()),
+            (":authority", cfg.authority.as_bytes()),
+            ("accept", b"application/json"),
+        ];
+        match host::dispatch_http_call(&cfg.cluster, &headers, None, cfg.timeout_ms) {
+            Ok(token) => {
+                let mut state = self.state.borrow_mut();
+                state.calls.insert(token, Call::Jwks(p));
+                if let Some(r) = state.remote[p].as_mut() {
+                    r.in_flight = true;
+                }
+            }
+            Err(status) => {
+                host::log(
+                    Level::Warn,
+                    &format!(
+                        "{NAME}: cannot fetch the key set of provider {} from cluster {:?}: {status:?}",
+                        self.auth.provider_name(p),
+                        cfg.cluster
+                    ),
+                );
+                self.key_set_failed(p, now);
+            }
+        }
+    }
+
+    /// The shared record as it is now, for this VM to replace after its fetch
+    /// (it held the lease, so nothing else wrote it meanwhile but renewals).
+    fn shared_record(&self, p: usize) -> Option<(String, SharedKeySet)> {
+        let state = self.state.borrow();
+        let r = state.remote[p].as_ref().filter(|r| !r.alone)?;
+        let record = host::shared_data(&r.key)
+            .ok()
+            .flatten()
+            .and_then(|(bytes, _)| SharedKeySet::decode(&bytes))
+            .unwrap_or_default();
+        Some((r.key.clone(), record))
+    }
+
     fn key_set_failed(&self, p: usize, now: u64) {
         self.counters.jwks_failed[p].increment();
         let refresh_s = self.auth.remote_jwks(p).map_or(300, |c| c.refresh_s);
+        if let Some((key, record)) = self.shared_record(p) {
+            let _ = host::set_shared_data(&key, &record.failed(now, refresh_s).encode(), 0);
+        }
         let mut state = self.state.borrow_mut();
         if let Some(r) = state.remote[p].as_mut() {
             r.in_flight = false;
@@ -289,13 +408,14 @@ impl Shared {
 
     fn on_key_set(&self, p: usize, status: Option<u16>, body_size: usize) {
         let now = host::now_ms();
-        let parsed = match status {
-            Some(200) => KeySet::parse(&host::http_call_response_body(body_size)),
+        let body = match status {
+            Some(200) => Ok(host::http_call_response_body(body_size)),
             Some(s) => Err(format!("status {s}")),
             None => Err("no response (timeout or reset)".to_owned()),
         };
+        let parsed = body.and_then(|body| KeySet::parse(&body).map(|set| (set, body)));
         match parsed {
-            Ok(set) => {
+            Ok((set, body)) => {
                 for why in &set.skipped {
                     host::log(
                         Level::Info,
@@ -306,31 +426,19 @@ impl Shared {
                     );
                 }
                 self.counters.jwks_ok[p].increment();
-                let refresh_ms = self
-                    .auth
-                    .remote_jwks(p)
-                    .map_or(300_000, |c| c.refresh_s * 1000);
-                {
-                    let mut state = self.state.borrow_mut();
-                    state.keys[p] = Some(Rc::new(set));
-                    if let Some(r) = state.remote[p].as_mut() {
-                        r.in_flight = false;
-                        r.failures = 0;
-                        r.next_fetch_ms = now + refresh_ms;
-                    }
+                let refresh_s = self.auth.remote_jwks(p).map_or(300, |c| c.refresh_s);
+                let stored = self.shared_record(p).map(|(key, record)| {
+                    let record = record.fetched(now, body, refresh_s);
+                    let _ = host::set_shared_data(&key, &record.encode(), 0);
+                    record.fetched_ms
+                });
+                if let Some(r) = self.state.borrow_mut().remote[p].as_mut() {
+                    r.in_flight = false;
+                    r.failures = 0;
+                    r.next_fetch_ms = now + refresh_s * 1000;
+                    r.loaded_ms = stored.unwrap_or(r.loaded_ms);
                 }
-                let ready: Vec<_> = {
-                    let mut state = self.state.borrow_mut();
-                    let (ready, rest) = std::mem::take(&mut state.waiting)
-                        .into_iter()
-                        .partition(|w| w.borrow().keys_deadline.is_some_and(|(q, _)| q == p));
-                    state.waiting = rest;
-                    ready
-                };
-                for pending in ready {
-                    pending.borrow_mut().keys_deadline = None;
-                    self.resume(&pending);
-                }
+                self.install(p, set);
             }
             Err(why) => {
                 // The last good key set (if any) keeps serving.
@@ -343,6 +451,32 @@ impl Shared {
                 );
                 self.key_set_failed(p, now);
             }
+        }
+    }
+
+    /// Provider `p`'s keys are now `set`: requests waiting for them go on.
+    fn install(&self, p: usize, set: KeySet) {
+        let first = {
+            let mut state = self.state.borrow_mut();
+            state.keys[p] = Some(Rc::new(set));
+            state.remote[p]
+                .as_mut()
+                .is_some_and(|r| !std::mem::replace(&mut r.ready, true))
+        };
+        if first {
+            self.counters.jwks_ready[p].increment();
+        }
+        let ready: Vec<_> = {
+            let mut state = self.state.borrow_mut();
+            let (ready, rest) = std::mem::take(&mut state.waiting)
+                .into_iter()
+                .partition(|w| w.borrow().keys_deadline.is_some_and(|(q, _)| q == p));
+            state.waiting = rest;
+            ready
+        };
+        for pending in ready {
+            pending.borrow_mut().keys_deadline = None;
+            self.resume(&pending);
         }
     }
 
@@ -386,37 +520,46 @@ impl Shared {
         if pending.borrow().finished || host::set_effective_context(id).is_err() {
             return;
         }
-        if let Action::Continue = self.drive(pending) {
+        if let Action::Continue = self.drive(pending, None) {
             self.handle.resume(id);
         }
     }
 
+    /// Advances `eval` over `req` as far as it goes without I/O.
+    fn step(&self, eval: &mut Evaluation, req: &dyn switchyard_core::RequestHeaders) -> Step {
+        let mut state = self.state.borrow_mut();
+        let State {
+            keys,
+            caches,
+            host_crypto,
+            ..
+        } = &mut *state;
+        let counters = &self.counters;
+        let mut verify = |req: &HostVerify<'_>| host_verify(host_crypto, counters, req);
+        let mut env = Env {
+            now_s: host::now_ms() / 1000,
+            keys,
+            caches,
+            host_verify: &mut verify,
+        };
+        self.auth.step(eval, req, &mut env)
+    }
+
     /// Steps the evaluation until it is decided (applying the verdict) or
     /// waits for I/O (then `Pause`). The effective context is the stream's.
-    fn drive(&self, pending: &Rc<RefCell<Pending>>) -> Action {
+    /// `first` is a step already taken on the request's header view.
+    fn drive(&self, pending: &Rc<RefCell<Pending>>, mut first: Option<Step>) -> Action {
         loop {
-            let step = {
-                let mut state = self.state.borrow_mut();
-                let State {
-                    keys,
-                    caches,
-                    host_crypto,
-                    ..
-                } = &mut *state;
-                let counters = &self.counters;
-                let mut verify = |req: &HostVerify<'_>| host_verify(host_crypto, counters, req);
-                let mut env = Env {
-                    now_s: host::now_ms() / 1000,
-                    keys,
-                    caches,
-                    host_verify: &mut verify,
-                };
-                let mut pend = pending.borrow_mut();
-                let Pending { headers, eval, .. } = &mut *pend;
-                self.auth.step(eval, headers, &mut env)
+            let step = match first.take() {
+                Some(step) => step,
+                None => {
+                    let mut pend = pending.borrow_mut();
+                    let Pending { headers, eval, .. } = &mut *pend;
+                    self.step(eval, headers)
+                }
             };
             match step {
-                Step::Done(verdict) => return self.apply(pending, verdict),
+                Step::Done(verdict) => return self.apply(verdict),
                 Step::NeedKeys(p) => {
                     let timeout = self.auth.remote_jwks(p).map_or(0, |c| c.timeout_ms);
                     pending.borrow_mut().keys_deadline = Some((p, host::now_ms() + timeout));
@@ -469,7 +612,7 @@ impl Shared {
     }
 
     /// Carries out a verdict on the current stream.
-    fn apply(&self, pending: &Rc<RefCell<Pending>>, verdict: Verdict) -> Action {
+    fn apply(&self, verdict: Verdict) -> Action {
         let c = &self.counters;
         match verdict {
             Verdict::Allow {
@@ -487,7 +630,12 @@ impl Shared {
                             c.header_errors.increment();
                         }
                     }
-                    let _ = host::set_property(CLAIMS_PROPERTY, &id.claims_json);
+                    if self.claims_property {
+                        let _ = host::set_property(CLAIMS_PROPERTY, &id.claims_json);
+                    }
+                    if self.handle.has_later_sections() {
+                        crate::claims::hand_over(id.claims.clone());
+                    }
                     // Routing may depend on the identity just set: Envoy re-picks
                     // the route itself after a header change from an ABI 0.2.1 module.
                 }
@@ -500,13 +648,10 @@ impl Shared {
                 }
                 if self.auth.dry_run() {
                     c.dry_run_denied.increment();
-                    let path = pending
-                        .borrow()
-                        .headers
-                        .0
-                        .iter()
-                        .find(|(k, _)| k == ":path")
-                        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                    let path = crate::request::header(":path")
+                        .ok()
+                        .flatten()
+                        .map(|v| String::from_utf8_lossy(&v).into_owned())
                         .unwrap_or_default();
                     host::log(
                         Level::Info,
@@ -671,11 +816,25 @@ impl Stream for AuthStream {
                 shared.counters.header_errors.increment();
             }
         }
+        // Decided on the header view in place when no I/O is needed (a
+        // cached token, a key, basic); the headers are copied only for a
+        // request that must wait for a key set or an external answer.
+        let first = crate::request::with_headers(|view| {
+            let mut eval = auth.begin(view);
+            let step = shared.step(&mut eval, view);
+            (eval, step)
+        });
+        let (eval, first) = match first {
+            Ok((_, Step::Done(verdict))) => return shared.apply(verdict),
+            Ok((eval, step)) => (Some(eval), Some(step)),
+            Err(_) => (None, None),
+        };
         let headers = crate::fetch_request_headers_repeated(
             auth.header_names(),
             shared.counters.header_errors,
         );
-        let eval = auth.begin(&headers);
+        // The map was refused: evaluate from the start on the headers read one by one.
+        let eval = eval.unwrap_or_else(|| auth.begin(&headers));
         let pending = Rc::new(RefCell::new(Pending {
             context_id: self.context_id,
             headers,
@@ -684,6 +843,6 @@ impl Stream for AuthStream {
             keys_deadline: None,
         }));
         self.pending = Some(pending.clone());
-        shared.drive(&pending)
+        shared.drive(&pending, first)
     }
 }

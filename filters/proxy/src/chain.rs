@@ -103,6 +103,12 @@ impl Handle {
         ticks.arm(now, false)
     }
 
+    /// True when later sections of `switchyard.wasm` run on this policy's
+    /// streams (in the same VM and stream context as it).
+    pub(crate) fn has_later_sections(&self) -> bool {
+        self.shared.in_chain && self.slot + 1 < self.shared.sections
+    }
+
     /// Lets the paused request `context_id` go on past this policy once the
     /// current host callback is done (through the later policies first).
     pub(crate) fn resume(&self, context_id: u32) {
@@ -173,6 +179,10 @@ struct Stages {
 
 #[derive(Default)]
 struct Shared {
+    /// `switchyard.wasm` (sections), not a single filter.
+    in_chain: bool,
+    /// How many policies the chain runs.
+    sections: usize,
     ticks: RefCell<Ticks>,
     /// (stream, policy) pairs to resume when the current callback ends.
     resumes: RefCell<Vec<(u32, usize)>>,
@@ -338,7 +348,11 @@ impl ChainRoot {
     /// Builds the policies and settles the one path setting they share;
     /// false (after one log line) when any configuration is invalid.
     fn build(&mut self, sections: Plan, top: Option<PathNormalization>) -> bool {
-        self.shared = Rc::default();
+        self.shared = Rc::new(Shared {
+            in_chain: matches!(self.mode, Mode::Sections(_)),
+            sections: sections.len(),
+            ..Shared::default()
+        });
         self.shared.ticks.borrow_mut().slots = vec![Slot::default(); sections.len()];
         self.policies.clear();
         let mut names = Vec::with_capacity(sections.len());

@@ -12,6 +12,8 @@ pub struct Status(pub u32);
 
 impl Status {
     pub const NOT_FOUND: Status = Status(1);
+    /// A compare-and-swap lost: another VM wrote in between.
+    pub const CAS_MISMATCH: Status = Status(8);
 }
 
 const OK: u32 = 0;
@@ -128,6 +130,20 @@ extern "C" {
         trailers_size: usize,
         timeout_ms: u32,
         return_token: *mut u32,
+    ) -> u32;
+    fn proxy_get_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+        return_cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+        cas: u32,
     ) -> u32;
     fn proxy_call_foreign_function(
         name_data: *const u8,
@@ -386,13 +402,33 @@ pub fn now_ms() -> u64 {
     now_ns() / 1_000_000
 }
 
+thread_local! {
+    /// The clock as first read in the current host callback.
+    static NOW_NS: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
 /// The host's clock (Unix time) in nanoseconds; 0 if unavailable.
+///
+/// Read from the host once per host callback and kept until it ends
+/// ([`forget_now`]): every policy of a chain sees the same instant, and the
+/// chain pays one host call where auth, the arrival stamp and timeouts each
+/// paid their own (about 0.7k instructions apiece in Envoy).
 pub fn now_ns() -> u64 {
-    let mut ns = 0u64;
-    match unsafe { proxy_get_current_time_nanoseconds(&mut ns) } {
-        OK => ns,
-        _ => 0,
+    if let Some(ns) = NOW_NS.with(std::cell::Cell::get) {
+        return ns;
     }
+    let mut ns = 0u64;
+    let ns = match unsafe { proxy_get_current_time_nanoseconds(&mut ns) } {
+        OK => ns,
+        _ => return 0,
+    };
+    NOW_NS.with(|c| c.set(Some(ns)));
+    ns
+}
+
+/// The host callback ended: the next [`now_ns`] reads the clock again.
+pub(crate) fn forget_now() {
+    NOW_NS.with(|c| c.set(None));
 }
 
 pub fn set_tick_period_ms(period: u32) -> Result<(), Status> {
@@ -402,6 +438,7 @@ pub fn set_tick_period_ms(period: u32) -> Result<(), Status> {
 /// Makes later host calls act on stream `context_id` (from a root callback).
 pub fn set_effective_context(context_id: u32) -> Result<(), Status> {
     crate::request::forget();
+    crate::claims::enter(context_id);
     status(unsafe { proxy_set_effective_context(context_id) })
 }
 
@@ -464,4 +501,23 @@ pub fn property(name: &str) -> Result<Option<Vec<u8>>, Status> {
 /// stream, readable by later filters of the same request.
 pub fn set_property(name: &str, value: &[u8]) -> Result<(), Status> {
     status(unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) })
+}
+
+/// A value every VM of this plugin's `vm_id` shares, with its
+/// compare-and-swap token; `Ok(None)` when nobody has written it.
+pub fn shared_data(key: &str) -> Result<Option<(Vec<u8>, u32)>, Status> {
+    let (mut data, mut size, mut cas) = (null_mut(), 0usize, 0u32);
+    match unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) }
+    {
+        OK => Ok(Some((unsafe { owned(data, size) }, cas))),
+        NOT_FOUND => Ok(None),
+        code => Err(Status(code)),
+    }
+}
+
+/// Writes a shared value if it still has token `cas` (0: whatever it has).
+pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), Status> {
+    status(unsafe {
+        proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
+    })
 }

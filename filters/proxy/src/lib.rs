@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod chain;
+pub(crate) mod claims;
 pub mod host;
 pub(crate) mod path;
 pub(crate) mod request;
@@ -94,12 +95,16 @@ pub(crate) fn decide_on_request<T>(
     })
 }
 
-/// The claims the auth policy verified for this request (the
-/// `switchyard.claims` property), when `wanted`: a policy that matches on
+/// The claims the auth policy verified for this request, when `wanted`:
+/// from this VM's auth section in memory, else the `switchyard.claims`
+/// property an auth filter before this one wrote. A policy that matches on
 /// claims reads them from here, whichever policy it is.
 pub(crate) fn verified_claims(wanted: bool) -> Option<serde_json::Value> {
     if !wanted {
         return None;
+    }
+    if let Some(claims) = claims::of_current() {
+        return Some(claims);
     }
     host::property(switchyard_core::claims::CLAIMS_PROPERTY)
         .ok()

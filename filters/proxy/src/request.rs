@@ -205,9 +205,11 @@ pub fn remove(name: &str) -> Result<(), Status> {
     Ok(())
 }
 
-/// Drops the copy: the callback ended, or the effective context changed.
+/// Drops the copy (and the callback's clock reading): the callback ended,
+/// or the effective context changed.
 pub fn forget() {
     COPY.with(|copy| copy.borrow_mut().take());
+    host::forget_now();
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ pub enum Action {
 
 /// Context ids are small sequential integers: hashing them is not needed.
 #[derive(Default)]
-struct IdHasher(u64);
+pub(crate) struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -42,7 +42,7 @@ impl Hasher for IdHasher {
     }
 }
 
-type ById<T> = HashMap<u32, T, BuildHasherDefault<IdHasher>>;
+pub(crate) type ById<T> = HashMap<u32, T, BuildHasherDefault<IdHasher>>;
 
 #[derive(Default)]
 struct Vm {
@@ -93,7 +93,9 @@ pub fn on_configure(id: u32, new_root: fn() -> ChainRoot) -> bool {
     let Ok(mut root) = root.try_borrow_mut() else {
         return false;
     };
-    root.on_configure()
+    let configured = root.on_configure();
+    crate::request::forget();
+    configured
 }
 
 pub fn on_tick(id: u32) {
@@ -113,6 +115,7 @@ fn with_stream(id: u32, call: impl FnOnce(&mut ChainStream) -> Action) -> Action
     let Some(mut stream) = VM.with(|vm| vm.borrow_mut().streams.remove(&id)) else {
         return Action::Continue;
     };
+    crate::claims::enter(id);
     let action = call(&mut stream);
     crate::request::forget();
     VM.with(|vm| vm.borrow_mut().streams.insert(id, stream));
@@ -168,8 +171,10 @@ pub fn on_delete(id: u32) {
         vm.streams.remove(&id)
     });
     if let Some(mut stream) = stream {
+        crate::claims::enter(id);
         stream.on_done();
         crate::request::forget();
+        crate::claims::forget_stream(id);
     }
 }
 

@@ -28,6 +28,12 @@ pub struct AuthConfig {
     /// filter once, before every policy (see `switchyard_core::path`).
     #[serde(default)]
     pub path_normalization: Option<crate::path::PathNormalization>,
+    /// Whether verified claims are written to the `switchyard.claims`
+    /// property for filters after this one. Unset: yes, unless later
+    /// sections of `switchyard.wasm` follow auth (they share the claims in
+    /// memory, and the property round trip cost 3.8k instructions a request).
+    #[serde(default)]
+    pub claims_property: Option<bool>,
 }
 
 fn default_cache_entries() -> usize {
