@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 pub struct Envoy {
     child: Child,
     dir: tempfile::TempDir,
+    /// Worker threads (`--concurrency`).
+    pub workers: u32,
     pub admin_port: u16,
     /// The first listener's port.
     pub port: u16,
@@ -23,8 +25,7 @@ pub const CONCURRENCY: u32 = 1;
 
 /// Root contexts (and so VMs) each Wasm filter has in a test Envoy: Envoy
 /// configures a plugin on the main thread first (how a bad configuration
-/// stops start-up) and keeps that root running, then one per worker. Each
-/// fetches its own remote key set.
+/// stops start-up) and keeps that root running, then one per worker.
 pub const ROOT_CONTEXTS: u64 = CONCURRENCY as u64 + 1;
 
 impl Envoy {
@@ -35,7 +36,30 @@ impl Envoy {
 
     /// Starts Envoy; `Err(log)` when it exits or never becomes ready.
     pub fn try_start(bootstrap: &Bootstrap) -> Result<Self, String> {
-        Self::launch(bootstrap, Command::new(envoy_binary()), START_TIMEOUT)
+        Self::launch(
+            bootstrap,
+            Command::new(envoy_binary()),
+            START_TIMEOUT,
+            CONCURRENCY,
+        )
+    }
+
+    /// Starts Envoy with `workers` worker threads (each with its own VMs),
+    /// as a gateway runs one per core.
+    pub fn start_with_workers(bootstrap: &Bootstrap, workers: u32) -> Self {
+        Self::launch(
+            bootstrap,
+            Command::new(envoy_binary()),
+            START_TIMEOUT,
+            workers,
+        )
+        .unwrap_or_else(|log| panic!("Envoy did not start:\n{log}"))
+    }
+
+    /// Root contexts each Wasm filter has here: one per worker and the main
+    /// thread's (see [`ROOT_CONTEXTS`]).
+    pub fn root_contexts(&self) -> u64 {
+        u64::from(self.workers) + 1
     }
 
     /// Starts the Envoy executable under `wrapper` (e.g. `valgrind
@@ -45,7 +69,7 @@ impl Envoy {
         let (program, args) = wrapper.split_first().expect("a wrapper command");
         let mut command = Command::new(program);
         command.args(args).arg(envoy_executable());
-        Self::launch(bootstrap, command, timeout)
+        Self::launch(bootstrap, command, timeout, CONCURRENCY)
             .unwrap_or_else(|log| panic!("Envoy did not start under {program}:\n{log}"))
     }
 
@@ -53,6 +77,7 @@ impl Envoy {
         bootstrap: &Bootstrap,
         mut command: Command,
         start_timeout: Duration,
+        workers: u32,
     ) -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("bootstrap.json");
@@ -62,7 +87,7 @@ impl Envoy {
         let child = command
             .arg("-c")
             .arg(&config)
-            .args(["--concurrency", &CONCURRENCY.to_string()])
+            .args(["--concurrency", &workers.to_string()])
             .args(["--disable-hot-restart", "--log-level", "warn"])
             .args(["--component-log-level", "wasm:info"])
             // Log lines reach the file within 100 ms, for tests that read it.
@@ -80,6 +105,7 @@ impl Envoy {
         let mut envoy = Self {
             child,
             dir,
+            workers,
             admin_port: 0,
             port: 0,
         };
@@ -200,11 +226,12 @@ impl Envoy {
     }
 
     /// Waits until every root context of the auth filter holds provider
-    /// `provider`'s remote key set, so that no request waits for keys.
+    /// `provider`'s remote key set (one fetched it, the others adopted it
+    /// from shared data), so that no request waits for keys.
     pub fn wait_for_key_sets(&self, provider: &str) {
         self.wait_for_counter(
-            &format!("wasmcustom.switchyard.auth.{provider}.jwks_fetch_ok"),
-            ROOT_CONTEXTS,
+            &format!("wasmcustom.switchyard.auth.{provider}.jwks_ready"),
+            self.root_contexts(),
             Duration::from_secs(20),
         );
     }

@@ -117,7 +117,9 @@ fn main() {
         .filter_map(|(name, Target::AtMost(limit, peer))| {
             let actual = over(name)?;
             let peer_over = (!peer.is_empty()).then(|| over(peer)).flatten();
-            let met = actual <= *limit && peer_over.is_none_or(|p| actual <= p);
+            // A target against a peer that was not measured (`--only`) is not met.
+            let met =
+                actual <= *limit && (peer.is_empty() || peer_over.is_some_and(|p| actual <= p));
             let mut what = Vec::new();
             if limit.is_finite() {
                 what.push(format!("≤ {}k", limit / 1000.0));
