@@ -12,7 +12,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -45,6 +44,8 @@ pub struct Reply {
     pub after: Option<Duration>,
     /// Sent once this gate opens (after `after`, if both are set).
     pub gate: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Instead of answering, close the connection (a crashing service).
+    pub reset: bool,
 }
 
 /// Holds back the answers given [`Reply::when_open`] until the test opens
@@ -77,6 +78,15 @@ impl Reply {
             body: body.into(),
             after: None,
             gate: None,
+            reset: false,
+        }
+    }
+
+    /// No answer at all: the connection is closed once the request arrived.
+    pub fn reset() -> Self {
+        Self {
+            reset: true,
+            ..Self::new(500, "")
         }
     }
 
@@ -140,7 +150,7 @@ impl Backend {
     /// A backend for load benchmarks: answers `200 ok` at once and records
     /// nothing but a count ([`Backend::served`]).
     pub fn fast(version: &str) -> Self {
-        Self::start_inner(version, None, true)
+        Self::start_inner(version, None, true, 0)
     }
 
     /// Requests a [`Backend::fast`] backend has answered.
@@ -148,11 +158,17 @@ impl Backend {
         self.state.served.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn start_with(version: &str, responder: Option<Responder>) -> Self {
-        Self::start_inner(version, responder, false)
+    /// As [`Backend::serving`], on a given loopback port: a service
+    /// restarted where its clients (Envoy's cluster) expect it.
+    pub fn serving_on(name: &str, port: u16, responder: Responder) -> Self {
+        Self::start_inner(name, Some(responder), false, port)
     }
 
-    fn start_inner(version: &str, responder: Option<Responder>, fast: bool) -> Self {
+    fn start_with(version: &str, responder: Option<Responder>) -> Self {
+        Self::start_inner(version, responder, false, 0)
+    }
+
+    fn start_inner(version: &str, responder: Option<Responder>, fast: bool, port: u16) -> Self {
         let state = Arc::new(State {
             version: version.into(),
             fast,
@@ -160,7 +176,7 @@ impl Backend {
             received: Mutex::new(Vec::new()),
             responder: Mutex::new(responder),
         });
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind echo backend");
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind echo backend");
         listener
             .set_nonblocking(true)
             .expect("non-blocking listener");
@@ -229,10 +245,22 @@ async fn serve(
     }
 }
 
+/// A service error: hyper closes the connection without an answer.
+#[derive(Debug)]
+struct Reset;
+
+impl std::fmt::Display for Reset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("reset by the test backend")
+    }
+}
+
+impl std::error::Error for Reset {}
+
 async fn answer(
     req: hyper::Request<Incoming>,
     state: Arc<State>,
-) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+) -> Result<hyper::Response<Full<Bytes>>, Reset> {
     if state.fast {
         state
             .served
@@ -290,6 +318,9 @@ async fn answer(
     }
     if let Some(mut gate) = reply.gate.clone() {
         let _ = gate.wait_for(|open| *open).await;
+    }
+    if reply.reset {
+        return Err(Reset);
     }
     let mut response = hyper::Response::new(Full::new(Bytes::from(reply.body)));
     *response.status_mut() = hyper::StatusCode::from_u16(reply.status)
