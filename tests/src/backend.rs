@@ -153,6 +153,11 @@ impl Backend {
         Self::start_inner(version, None, true, 0)
     }
 
+    /// As [`Backend::fast`], on a given loopback port (a service restarted in place).
+    pub fn fast_on(version: &str, port: u16) -> Self {
+        Self::start_inner(version, None, true, port)
+    }
+
     /// Requests a [`Backend::fast`] backend has answered.
     pub fn served(&self) -> u64 {
         self.state.served.load(std::sync::atomic::Ordering::Relaxed)

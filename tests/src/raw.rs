@@ -33,6 +33,16 @@ pub fn get(port: u16, target: &[u8], headers: &[(&str, &str)]) -> RawResponse {
 
 /// As [`get`], with any method (and no body).
 pub fn send(port: u16, method: &str, target: &[u8], headers: &[(&str, &str)]) -> RawResponse {
+    try_send(port, method, target, headers).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// As [`send`], with a failure to connect, send or read as an `Err`.
+pub fn try_send(
+    port: u16,
+    method: &str,
+    target: &[u8],
+    headers: &[(&str, &str)],
+) -> Result<RawResponse, String> {
     let mut request = format!("{method} ").into_bytes();
     request.extend_from_slice(target);
     request.extend_from_slice(b" HTTP/1.1\r\nhost: gateway\r\nconnection: close\r\n");
@@ -40,15 +50,49 @@ pub fn send(port: u16, method: &str, target: &[u8], headers: &[(&str, &str)]) ->
         request.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
     }
     request.extend_from_slice(b"\r\n");
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to Envoy");
+    let mut stream =
+        TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect to Envoy: {e}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("read timeout");
-    stream.write_all(&request).expect("send request");
+        .map_err(|e| format!("read timeout: {e}"))?;
+    stream
+        .write_all(&request)
+        .map_err(|e| format!("send request: {e}"))?;
+    let raw = read_response(&mut stream).map_err(|e| format!("read response: {e}"))?;
+    parse(&raw).ok_or_else(|| format!("unreadable response: {:?}", String::from_utf8_lossy(&raw)))
+}
+
+/// Reads one response: up to its `content-length` when it gives one (Envoy
+/// may wait up to its delayed-close timeout before closing), else to the end.
+fn read_response(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read response");
-    parse(&raw)
-        .unwrap_or_else(|| panic!("unreadable response: {:?}", String::from_utf8_lossy(&raw)))
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if let Some(length) = length {
+                while raw.len() < end + 4 + length {
+                    let n = stream.read(&mut chunk)?;
+                    if n == 0 {
+                        break;
+                    }
+                    raw.extend_from_slice(&chunk[..n]);
+                }
+                return Ok(raw);
+            }
+            stream.read_to_end(&mut raw)?;
+            return Ok(raw);
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(raw);
+        }
+        raw.extend_from_slice(&chunk[..n]);
+    }
 }
 
 fn parse(raw: &[u8]) -> Option<RawResponse> {
