@@ -532,3 +532,34 @@ fn aborted_requests_leave_nothing_behind() {
         Some("u-1")
     );
 }
+
+#[test]
+fn stale_keys_serve_up_to_max_stale_s_then_give_way_to_503() {
+    let mut c = remote_config(10);
+    c["providers"][0]["jwt"]["remote_jwks"]["max_stale_s"] = json!(60);
+    let mut h = Harness::new();
+    h.cluster("idp", idp_up());
+    h.filter_policy("auth", &c.to_string()).unwrap();
+    h.advance(10);
+    // Distinct tokens, so none is answered from the cache.
+    let token = |i: u64| mint("RS256", &claims(&format!("u{i}"), NOW_S));
+    assert_eq!(h.send(bearer("/x", &token(0))).status(), Some(200));
+    // The provider fails from now on: the last good keys keep serving…
+    h.cluster("idp", Cluster::status(503));
+    h.advance(50_000);
+    assert_eq!(h.send(bearer("/x", &token(1))).status(), Some(200));
+    assert!(h.metric("switchyard.auth.corp.jwks_fetch_failed").unwrap() >= 3);
+    assert_eq!(h.metric("switchyard.auth.corp.jwks_expired"), Some(0));
+    // …until a minute after the last good fetch: then 503, never an allow.
+    h.advance(11_000);
+    assert_eq!(h.metric("switchyard.auth.corp.jwks_expired"), Some(1));
+    assert_denied(&h.send(bearer("/x", &token(2))), 503, "jwks_unavailable");
+    assert!(h
+        .logs()
+        .iter()
+        .any(|l| l.message.contains("older than max_stale_s (60 s)")));
+    // The provider recovers: the next refresh brings keys back.
+    h.cluster("idp", idp_up());
+    h.advance(10_500);
+    assert_eq!(h.send(bearer("/x", &token(3))).status(), Some(200));
+}

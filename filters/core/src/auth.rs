@@ -164,6 +164,12 @@ pub fn jwks_retry_after_ms(failures: u32, refresh_s: u64) -> u64 {
     backoff.min(60_000).min(refresh_s.saturating_mul(1000))
 }
 
+/// Whether a remote key set fetched at `fetched_ms` has outlived
+/// `max_stale_s` at `now_ms` (every refresh since failed), and must go.
+pub fn key_set_expired(cfg: &RemoteJwksConfig, fetched_ms: u64, now_ms: u64) -> bool {
+    now_ms.saturating_sub(fetched_ms) > cfg.max_stale_s.saturating_mul(1000)
+}
+
 #[derive(Debug, Clone)]
 pub enum Verdict {
     Allow {
@@ -1242,6 +1248,12 @@ fn compile_jwt(j: &JwtConfig, field: &str) -> Result<Jwt, ConfigError> {
             }
             if r.timeout_ms == 0 {
                 return Err(ConfigError::new(f("timeout_ms"), "must be positive"));
+            }
+            if r.max_stale_s < r.refresh_s {
+                return Err(ConfigError::new(
+                    f("max_stale_s"),
+                    "must be at least refresh_s (a key set goes stale only after a refresh failed)",
+                ));
             }
             None
         }

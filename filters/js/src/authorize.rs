@@ -12,7 +12,8 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use switchyard_core::auth::jwt::KeySet;
 use switchyard_core::auth::{
-    jwks_retry_after_ms, Auth, Caches, Env, Evaluation, ExtAuthAnswer, Step, Verdict,
+    jwks_retry_after_ms, key_set_expired, Auth, Caches, Env, Evaluation, ExtAuthAnswer, Step,
+    Verdict,
 };
 use switchyard_core::HeaderList;
 
@@ -23,6 +24,8 @@ const MAX_PENDING: usize = 4096;
 /// Per-engine auth memory: key sets, their refresh schedule, the token cache.
 pub struct AuthState {
     keys: Vec<Option<Rc<KeySet>>>,
+    /// When each remote key set held was fetched (for `max_stale_s`).
+    loaded_ms: Vec<u64>,
     next_fetch_ms: Vec<u64>,
     failures: Vec<u32>,
     caches: Caches,
@@ -100,6 +103,7 @@ impl AuthState {
     pub fn empty() -> Self {
         Self {
             keys: Vec::new(),
+            loaded_ms: Vec::new(),
             next_fetch_ms: Vec::new(),
             failures: Vec::new(),
             caches: Caches::new(0),
@@ -112,6 +116,7 @@ impl AuthState {
         let n = auth.provider_count();
         Self {
             keys: (0..n).map(|p| auth.static_keys(p)).collect(),
+            loaded_ms: vec![0; n],
             next_fetch_ms: vec![0; n],
             failures: vec![0; n],
             caches: Caches::new(auth.cache_entries()),
@@ -145,6 +150,7 @@ impl AuthState {
             Ok(set) => {
                 let skipped = set.skipped.len();
                 self.keys[p] = Some(Rc::new(set));
+                self.loaded_ms[p] = now_ms;
                 self.failures[p] = 0;
                 self.next_fetch_ms[p] = now_ms.saturating_add(cfg.refresh_s.saturating_mul(1000));
                 Ok(skipped)
@@ -154,6 +160,18 @@ impl AuthState {
                 self.next_fetch_ms[p] =
                     now_ms.saturating_add(jwks_retry_after_ms(self.failures[p], cfg.refresh_s));
                 Err(why)
+            }
+        }
+    }
+
+    /// Drops remote key sets every refresh failed to renew for
+    /// `max_stale_s`, as the filter does on its tick.
+    fn drop_expired(&mut self, auth: &Auth, now_ms: u64) {
+        for p in 0..auth.provider_count().min(self.keys.len()) {
+            if let Some(cfg) = auth.remote_jwks(p) {
+                if self.keys[p].is_some() && key_set_expired(cfg, self.loaded_ms[p], now_ms) {
+                    self.keys[p] = None;
+                }
             }
         }
     }
@@ -270,6 +288,7 @@ impl Engine {
     fn drive(&self, auth: &Auth, state: &mut AuthState, id: u32, mut pending: Pending) -> Progress {
         loop {
             let now_ms = pending.opts.now_ms;
+            state.drop_expired(auth, now_ms);
             let step = {
                 let AuthState { keys, caches, .. } = &mut *state;
                 // Signatures are checked in wasm: a JavaScript host has no

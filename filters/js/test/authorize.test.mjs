@@ -140,3 +140,28 @@ test('authorize without an auth section decides like decide', async () => {
   assert.equal(d.auth, undefined);
   engine.free();
 });
+
+test('stale keys serve up to max_stale_s, then tokens get 503 until a fetch succeeds', async () => {
+  const c = config();
+  Object.assign(c.auth.providers[0].jwt.remote_jwks, { refresh_s: 10, max_stale_s: 60 });
+  const engine = Engine.compile(c);
+  const clusters = { idp: base };
+  const t0 = Date.now();
+  const ask = async (sub, at) => engine.authorize(
+    { path: '/orders', headers: { authorization: `Bearer ${await mint('RS256', sub, now())}` } },
+    { clusters, nowMs: t0 + at });
+  try {
+    assert.equal((await ask('u0', 0)).action, 'forward');
+    jwksUp = false;
+    const stale = await ask('u1', 50_000);
+    assert.equal(stale.action, 'forward', 'the last good keys, 50 s old, still serve');
+    const expired = await ask('u2', 61_000);
+    assert.equal(expired.reply.status, 503);
+    assert.equal(expired.auth.reason, 'jwks_unavailable');
+    jwksUp = true;
+    assert.equal((await ask('u3', 75_000)).action, 'forward', 'a fetch that succeeds brings them back');
+  } finally {
+    jwksUp = true;
+    engine.free();
+  }
+});

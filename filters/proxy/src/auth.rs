@@ -15,8 +15,8 @@ use std::rc::Rc;
 use switchyard_core::auth::jwt::{HostVerify, KeySet};
 use switchyard_core::auth::shared_keys::SharedKeySet;
 use switchyard_core::auth::{
-    jwks_retry_after_ms, Auth, Caches, Denial, Env, Evaluation, ExtAuthAnswer, Reason, Step,
-    Verdict,
+    jwks_retry_after_ms, key_set_expired, Auth, Caches, Denial, Env, Evaluation, ExtAuthAnswer,
+    Reason, Step, Verdict,
 };
 use switchyard_core::claims::CLAIMS_PROPERTY;
 use switchyard_core::HeaderList;
@@ -36,6 +36,7 @@ struct Counters {
     jwks_ok: Vec<Counter>,
     jwks_failed: Vec<Counter>,
     jwks_ready: Vec<Counter>,
+    jwks_expired: Vec<Counter>,
     failed_open: Vec<Counter>,
     verify_host: Counter,
 }
@@ -66,6 +67,7 @@ impl Counters {
             jwks_ok: per_provider("jwks_fetch_ok"),
             jwks_failed: per_provider("jwks_fetch_failed"),
             jwks_ready: per_provider("jwks_ready"),
+            jwks_expired: per_provider("jwks_expired"),
             failed_open: per_provider("failed_open"),
             verify_host: Counter::define("switchyard.auth.signature_checks_by_host"),
         }
@@ -228,6 +230,7 @@ impl Policy for AuthRoot {
                 let _ = self.handle.set_tick_period_ms(TICK_MS);
             }
             shared.refresh_key_sets(now);
+            shared.drop_stale_key_sets(now);
             shared.expire_waiting(now);
         }
     }
@@ -283,6 +286,35 @@ impl Shared {
                         self.fetch_key_set(p, now);
                     }
                 }
+            }
+        }
+    }
+
+    /// Drops a remote key set every refresh has failed to renew for
+    /// `max_stale_s`: requests then wait for keys and get 503, as at start.
+    fn drop_stale_key_sets(&self, now: u64) {
+        for p in 0..self.auth.provider_count() {
+            let Some(cfg) = self.auth.remote_jwks(p) else {
+                continue;
+            };
+            let expired = {
+                let state = self.state.borrow();
+                state.keys[p].is_some()
+                    && state.remote[p]
+                        .as_ref()
+                        .is_some_and(|r| key_set_expired(cfg, r.loaded_ms, now))
+            };
+            if expired {
+                self.state.borrow_mut().keys[p] = None;
+                self.counters.jwks_expired[p].increment();
+                host::log(
+                    Level::Warn,
+                    &format!(
+                        "{NAME}: provider {}'s key set is older than max_stale_s ({} s) and every refresh failed: dropped; tokens get 503 until a fetch succeeds",
+                        self.auth.provider_name(p),
+                        cfg.max_stale_s
+                    ),
+                );
             }
         }
     }
@@ -436,7 +468,7 @@ impl Shared {
                     r.in_flight = false;
                     r.failures = 0;
                     r.next_fetch_ms = now + refresh_s * 1000;
-                    r.loaded_ms = stored.unwrap_or(r.loaded_ms);
+                    r.loaded_ms = stored.unwrap_or(now.max(1));
                 }
                 self.install(p, set);
             }

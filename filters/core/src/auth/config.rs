@@ -107,6 +107,16 @@ pub struct RemoteJwksConfig {
     /// Bounds each fetch, and how long a request waits for the first key set.
     #[serde(default = "default_jwks_timeout_ms")]
     pub timeout_ms: u64,
+    /// How long the last good key set keeps serving while every refresh
+    /// fails: past it the keys are dropped and tokens get 503
+    /// `jwks_unavailable` until a fetch succeeds (a provider gone for good
+    /// must not vouch for revoked keys forever).
+    #[serde(default = "default_max_stale_s")]
+    pub max_stale_s: u64,
+}
+
+fn default_max_stale_s() -> u64 {
+    86_400
 }
 
 fn default_refresh_s() -> u64 {

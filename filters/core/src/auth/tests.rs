@@ -848,6 +848,11 @@ fn bad_configuration_names_the_field() {
             "providers[0].jwt.algorithms[0]",
         ),
         (
+            json!({"providers": [{"name": "x", "jwt": {"remote_jwks": {"cluster": "c", "authority": "a", "path": "/p",
+                "refresh_s": 60, "max_stale_s": 30}}}], "rules": [{"allow": "anonymous"}]}),
+            "providers[0].jwt.remote_jwks.max_stale_s",
+        ),
+        (
             json!({"providers": [{"name": "x", "api_key": {"header": "x-k", "keys": [{"name": "a", "sha256": "zz"}]}}], "rules": [{"allow": "anonymous"}]}),
             "providers[0].api_key.keys[0].sha256",
         ),
@@ -1042,4 +1047,20 @@ fn token_bytes_compare_equal_only_when_every_byte_is() {
         longer.push(0);
         assert!(!super::same_bytes(&a, &longer), "len {len} vs {}", len + 1);
     }
+}
+
+#[test]
+fn a_key_set_goes_stale_only_past_its_bound() {
+    let c: crate::auth::config::RemoteJwksConfig = serde_json::from_value(
+        json!({"cluster": "idp", "authority": "idp", "path": "/jwks", "refresh_s": 60}),
+    )
+    .unwrap();
+    assert_eq!(c.max_stale_s, 86_400, "a day by default");
+    let day = 86_400_000;
+    assert!(!crate::auth::key_set_expired(&c, 1_000, 1_000 + day));
+    assert!(crate::auth::key_set_expired(&c, 1_000, 1_001 + day));
+    assert!(
+        !crate::auth::key_set_expired(&c, 5_000, 1_000),
+        "a clock behind the fetch"
+    );
 }
