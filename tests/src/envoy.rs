@@ -237,6 +237,18 @@ impl Envoy {
     }
 }
 
+/// A process's resident memory (`VmRSS`, KiB), for the benchmark and the soak.
+pub fn resident_kb(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 fn read_admin_port(path: &Path) -> Option<u16> {
     let text = std::fs::read_to_string(path).ok()?;
     text.trim().rsplit(':').next()?.parse().ok()

@@ -47,6 +47,14 @@ const MAX_RUN: Duration = Duration::from_secs(120);
 /// Request `i`: its path and headers.
 type Requests = Arc<dyn Fn(usize) -> (String, Vec<(String, String)>) + Send + Sync>;
 
+/// The same request every time: `path` with one header.
+fn every_time(path: &'static str, header: (&'static str, &'static str)) -> Requests {
+    Arc::new(move |_| {
+        let (name, value) = header;
+        (path.to_owned(), vec![(name.to_owned(), value.to_owned())])
+    })
+}
+
 impl Load {
     fn start(envoy: &Envoy, clients: usize, requests: Requests) -> Self {
         let base = envoy.url("");
@@ -303,10 +311,7 @@ fn the_auth_service_down_slow_or_resetting_gets_its_failure_mode_within_the_time
         let load = Load::start(
             &envoy,
             2,
-            Arc::new(|_| {
-                let token = ("authorization".to_owned(), "Token good".to_owned());
-                ("/partner/x".to_owned(), vec![token])
-            }),
+            every_time("/partner/x", ("authorization", "Token good")),
         );
         load.next_phase(Duration::from_millis(500), 1);
         // Slower than its 500 ms timeout.
@@ -473,14 +478,7 @@ fn a_bad_configuration_push_leaves_the_last_good_one_serving() {
     };
     assert_eq!(version("jason"), "v2");
 
-    let load = Load::start(
-        &envoy,
-        2,
-        Arc::new(|_| {
-            let jason = ("end-user".to_owned(), "jason".to_owned());
-            ("/productpage".to_owned(), vec![jason])
-        }),
-    );
+    let load = Load::start(&envoy, 2, every_time("/productpage", ("end-user", "jason")));
     load.next_phase(Duration::from_millis(500), 1);
     // A section that does not compile: Envoy refuses the update and keeps serving.
     let mut bad = router.clone();

@@ -94,15 +94,5 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub fn rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse::<f64>()
-                .ok()
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+    crate::envoy::resident_kb(pid).map_or(0.0, |kb| kb as f64 / 1024.0)
 }

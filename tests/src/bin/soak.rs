@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use switchyard_tests::envoy::resident_kb;
 use switchyard_tests::tokens::{self, mint};
 use switchyard_tests::{paths, raw, Backend, Bootstrap, Envoy, Reply, Responder};
 
@@ -63,20 +64,6 @@ fn now_s() -> u64 {
 fn serving(set: Value) -> Responder {
     let body = set.to_string();
     Arc::new(move |_| Reply::new(200, body.clone()).header("content-type", "application/json"))
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
 }
 
 #[derive(Default)]
@@ -208,7 +195,7 @@ fn main() {
                             },
                             vec![],
                         ),
-                        // A `;` parameter Envoy passes on, or an encoded slash it refuses.
+                        // `..;` (Envoy resolves it, to `/admin`) or an encoded slash (refused).
                         Kind::AmbiguousPath => (
                             if i % 20 < 10 {
                                 b"/public/..;/admin"
@@ -285,7 +272,7 @@ fn main() {
     while started.elapsed() < run {
         std::thread::sleep(Duration::from_secs(5));
         let t = started.elapsed();
-        rss.push((t.as_secs(), rss_kb(pid)));
+        rss.push((t.as_secs(), resident_kb(pid).unwrap_or(0)));
         if !rotated_done && t >= run / 3 {
             idp.set_responder(serving(tokens::public_jwks()));
             rotated_in.store(true, Ordering::Relaxed);
