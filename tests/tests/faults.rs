@@ -130,6 +130,16 @@ fn statuses(samples: &[Sample], phase: usize) -> Vec<(u16, usize)> {
     out
 }
 
+/// Asserts that `phase` saw requests and every one got `status`; its statuses.
+fn all_answered(samples: &[Sample], phase: usize, status: u16, what: &str) -> Vec<(u16, usize)> {
+    let seen = statuses(samples, phase);
+    assert!(
+        !seen.is_empty() && seen.iter().all(|(s, _)| *s == status),
+        "{what} (phase {phase}): every request {status}, saw {seen:?}"
+    );
+    seen
+}
+
 fn slowest(samples: &[Sample], phase: usize) -> Duration {
     samples
         .iter()
@@ -262,14 +272,10 @@ fn the_identity_provider_failing_every_way_under_load_costs_no_request() {
     // Phase 0 healthy, one per fault, then the restart; the last switch only
     // ends the run (nothing is sent after it).
     for phase in 0..=phases.len() + 1 {
-        let seen = statuses(&samples, phase);
+        let seen = all_answered(&samples, phase, 200, "the last good keys keep serving");
         eprintln!(
             "phase {phase}: {seen:?}, slowest {:?}",
             slowest(&samples, phase)
-        );
-        assert!(
-            !seen.is_empty() && seen.iter().all(|(status, _)| *status == 200),
-            "phase {phase}: the last good keys keep serving: {seen:?}"
         );
     }
     assert!(samples.len() > 100, "load ran: {} requests", samples.len());
@@ -328,20 +334,9 @@ fn the_auth_service_down_slow_or_resetting_gets_its_failure_mode_within_the_time
         let samples = load.finish();
 
         let failing = if mode == "closed" { 503 } else { 200 };
-        assert_eq!(
-            statuses(&samples, 0).len(),
-            1,
-            "{mode}: {:?}",
-            statuses(&samples, 0)
-        );
-        assert_eq!(statuses(&samples, 0)[0].0, 200);
+        all_answered(&samples, 0, 200, &format!("{mode}, healthy"));
         for (phase, what) in [(1, "slow"), (2, "resetting"), (3, "down")] {
-            let seen = statuses(&samples, phase);
-            assert!(!seen.is_empty(), "{mode}, {what}: no request");
-            assert!(
-                seen.iter().all(|(s, _)| *s == failing),
-                "{mode}, {what}: {seen:?}"
-            );
+            let seen = all_answered(&samples, phase, failing, &format!("{mode}, {what}"));
             // Never held past the call's 500 ms timeout (plus a loaded machine's slack).
             let slowest = slowest(&samples, phase);
             assert!(
@@ -403,11 +398,7 @@ fn the_shadow_target_down_or_slow_costs_the_primary_nothing() {
     let samples = load.finish();
 
     for (phase, what) in [(0, "healthy"), (1, "slow"), (2, "down")] {
-        let seen = statuses(&samples, phase);
-        assert!(
-            !seen.is_empty() && seen.iter().all(|(s, _)| *s == 200),
-            "shadow target {what}: {seen:?}"
-        );
+        let seen = all_answered(&samples, phase, 200, &format!("shadow target {what}"));
         // The slow target answers after 3 s: a primary that waited for it would show it.
         let slowest = slowest(&samples, phase);
         assert!(
@@ -519,11 +510,7 @@ fn a_bad_configuration_push_leaves_the_last_good_one_serving() {
     // The first configuration, the rejected push, the good push (the last
     // switch only ends the run).
     for phase in 0..=2 {
-        let seen = statuses(&samples, phase);
-        assert!(
-            !seen.is_empty() && seen.iter().all(|(s, _)| *s == 200),
-            "phase {phase}: {seen:?}"
-        );
+        all_answered(&samples, phase, 200, "configuration pushes");
     }
     // Until the good push, jason went to v2 by the first configuration.
     let before_good: usize = samples.iter().filter(|s| s.ended_in <= 1).count();

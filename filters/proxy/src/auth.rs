@@ -274,7 +274,13 @@ impl Shared {
                 let _ = host::set_shared_data(&key, &record.leased(now).encode(), cas);
                 continue;
             }
-            if record.fetched_ms > loaded_ms && !record.body.is_empty() {
+            // A body past `max_stale_s` is not adopted (a VM that starts late
+            // would otherwise serve keys the others have dropped).
+            let fresh = self
+                .auth
+                .remote_jwks(p)
+                .is_some_and(|cfg| !key_set_expired(cfg, record.fetched_ms, now));
+            if record.fetched_ms > loaded_ms && !record.body.is_empty() && fresh {
                 self.adopt(p, &record);
             }
             if record.fetch_due(now) {
