@@ -885,7 +885,7 @@ impl Auth {
         // A hit's bytes were valid UTF-8 when it was stored: checked after.
         let key = xxhash_rust::xxh3::xxh3_128_with_seed(raw, p as u64);
         if let Some(hit) = env.caches.tokens.get(&key) {
-            if same_bytes(&hit.token, raw) {
+            if crate::bytes::same(&hit.token, raw) {
                 if env.now_s < hit.valid_until {
                     return Ok(Outcome::Accepted(hit.identity.clone()));
                 }
@@ -1204,26 +1204,6 @@ impl Source {
         let v = v.trim_ascii();
         (!v.is_empty()).then_some(v)
     }
-}
-
-/// `a == b`, eight bytes at a time: in Wasm, `memcmp` compares byte by
-/// byte, and a cache hit compares a whole token (often 800 bytes or more).
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let word = |s: &[u8], i: usize| -> u64 {
-        s.get(i..i + 8)
-            .and_then(|w| <[u8; 8]>::try_from(w).ok())
-            .map_or(0, u64::from_le_bytes)
-    };
-    let whole = a.len() / 8 * 8;
-    let (mut i, mut differ) = (0, 0u64);
-    while i < whole {
-        differ |= word(a, i) ^ word(b, i);
-        i += 8;
-    }
-    differ == 0 && a[whole..] == b[whole..]
 }
 
 /// The credentials after an auth scheme (`Basic xyz` → `xyz`), scheme case-insensitive.

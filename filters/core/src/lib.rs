@@ -6,6 +6,7 @@
 //! host (the proxy-wasm adapter, the harness, a future JavaScript build).
 
 pub mod auth;
+pub mod bytes;
 pub mod chain;
 pub mod claims;
 pub mod config;

@@ -158,13 +158,10 @@ extern "C" {
 /// Takes ownership of host-allocated bytes (allocated through the SDK's
 /// exported `proxy_on_memory_allocate`, i.e. this module's allocator).
 unsafe fn owned(data: *mut u8, size: usize) -> Vec<u8> {
-    if data.is_null() || size == 0 {
-        if !data.is_null() {
-            drop(Vec::from_raw_parts(data, 0, 0));
-        }
+    if data.is_null() {
         Vec::new()
     } else {
-        Vec::from_raw_parts(data, size, size)
+        Vec::from_raw_parts(data, size, crate::vm::returned_capacity(size))
     }
 }
 

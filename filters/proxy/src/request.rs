@@ -52,16 +52,14 @@ impl View {
         let word = |at: usize| -> Option<usize> {
             Some(u32::from_le_bytes(buf.get(at..at + 4)?.try_into().ok()?) as usize)
         };
+        let mut at = SPARE.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        at.clear();
         if buf.is_empty() {
-            return Some(Self {
-                buf,
-                at: Vec::new(),
-                names: 0,
-            });
+            return Some(Self { buf, at, names: 0 });
         }
         let n = word(0)?;
         let mut next = 4usize.checked_add(n.checked_mul(8)?)?;
-        let mut at = Vec::with_capacity(n.min(256));
+        at.reserve(n.min(256));
         let mut names = 0u64;
         for i in 0..n {
             let (k, v) = (word(4 + 8 * i)?, word(8 + 8 * i)?);
@@ -150,6 +148,22 @@ impl View {
         self.at
             .push([start as u32, name_end as u32, value_start as u32, end32]);
     }
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        let at = std::mem::take(&mut self.at);
+        // Kept only while small: a hostile request's index is let go.
+        if at.capacity() <= 256 {
+            SPARE.with(|s| *s.borrow_mut() = at);
+        }
+    }
+}
+
+thread_local! {
+    /// The pair index of the last view, kept for the next: one allocation
+    /// fewer per request.
+    static SPARE: RefCell<Vec<[u32; 4]>> = const { RefCell::new(Vec::new()) };
 }
 
 impl RequestHeaders for View {

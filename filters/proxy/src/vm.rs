@@ -60,10 +60,20 @@ fn root(id: u32) -> Option<Rc<RefCell<ChainRoot>>> {
     VM.with(|vm| vm.borrow().roots.get(&id).cloned())
 }
 
+/// Room left after every value the host writes: the request's header map
+/// gets the chain's writes appended in place (the identity, the version,
+/// the timeout headers) without growing, which cost a copy of the whole map.
+const RETURN_SLACK: usize = 192;
+
+/// The capacity of a buffer the host wrote `size` bytes into.
+pub(crate) fn returned_capacity(size: usize) -> usize {
+    size.saturating_add(RETURN_SLACK)
+}
+
 /// `proxy_on_memory_allocate`: host-written values become `Vec`s that
-/// `host` takes ownership of.
+/// `host` takes ownership of (with [`returned_capacity`]).
 pub fn allocate(size: usize) -> *mut u8 {
-    let mut buf = std::mem::ManuallyDrop::new(Vec::<u8>::with_capacity(size));
+    let mut buf = std::mem::ManuallyDrop::new(Vec::<u8>::with_capacity(returned_capacity(size)));
     buf.as_mut_ptr()
 }
 
