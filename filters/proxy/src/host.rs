@@ -155,8 +155,11 @@ extern "C" {
     ) -> u32;
 }
 
-/// Takes ownership of host-allocated bytes (allocated through the SDK's
-/// exported `proxy_on_memory_allocate`, i.e. this module's allocator).
+/// Takes ownership of host-written bytes.
+///
+/// # Safety
+/// `data` is null, or was returned by this module's `proxy_on_memory_allocate`
+/// (`crate::vm::allocate`) for exactly `size` bytes, which the host filled.
 unsafe fn owned(data: *mut u8, size: usize) -> Vec<u8> {
     if data.is_null() {
         Vec::new()
@@ -175,12 +178,14 @@ fn status(code: u32) -> Result<(), Status> {
 
 pub fn log(level: Level, message: &str) {
     // Nothing sensible to do if logging itself fails.
+    // SAFETY: a host import; every pointer is to a live local or slice, valid for the call, written only through the out-pointers.
     let _ = unsafe { proxy_log(level as u32, message.as_ptr(), message.len()) };
 }
 
 /// The plugin configuration bytes (`None` when the host has none).
 pub fn plugin_configuration() -> Result<Option<Vec<u8>>, Status> {
     let (mut data, mut size) = (null_mut(), 0usize);
+    // SAFETY: a host import; every pointer is to a live local or slice, valid for the call, written only through the out-pointers.
     match unsafe {
         proxy_get_buffer_bytes(
             BUFFER_PLUGIN_CONFIGURATION,
@@ -190,6 +195,7 @@ pub fn plugin_configuration() -> Result<Option<Vec<u8>>, Status> {
             &mut size,
         )
     } {
+        // SAFETY: after OK the host has written `size` bytes to memory it took from proxy_on_memory_allocate, and hands it over.
         OK => Ok(Some(unsafe { owned(data, size) })),
         NOT_FOUND => Ok(None),
         code => Err(Status(code)),
@@ -199,6 +205,7 @@ pub fn plugin_configuration() -> Result<Option<Vec<u8>>, Status> {
 /// The first value of header `name`; `Ok(None)` when absent.
 pub fn header(map: Headers, name: &str) -> Result<Option<Vec<u8>>, Status> {
     let (mut data, mut size) = (null_mut(), 0usize);
+    // SAFETY: a host import; every pointer is to a live local or slice, valid for the call, written only through the out-pointers.
     match unsafe {
         proxy_get_header_map_value(
             map.map_type(),
@@ -208,6 +215,7 @@ pub fn header(map: Headers, name: &str) -> Result<Option<Vec<u8>>, Status> {
             &mut size,
         )
     } {
+        // SAFETY: after OK the host has written `size` bytes to memory it took from proxy_on_memory_allocate, and hands it over.
         OK => Ok(Some(unsafe { owned(data, size) })),
         NOT_FOUND => Ok(None),
         code => Err(Status(code)),
@@ -216,6 +224,7 @@ pub fn header(map: Headers, name: &str) -> Result<Option<Vec<u8>>, Status> {
 
 /// Replaces every value of `name` with `value` (adding it when absent).
 pub fn set_header(map: Headers, name: &str, value: &[u8]) -> Result<(), Status> {
+    // SAFETY: a host import; every pointer is to a live local or slice, valid for the call, written only through the out-pointers.
     status(unsafe {
         proxy_replace_header_map_value(
             map.map_type(),
@@ -228,6 +237,7 @@ pub fn set_header(map: Headers, name: &str, value: &[u8]) -> Result<(), Status> 
 }
 
 pub fn remove_header(map: Headers, name: &str) -> Result<(), Status> {
+    // SAFETY: a host import; every pointer is to a live local or slice, valid for the call, written only through the out-pointers.
     status(unsafe { proxy_remove_header_map_value(map.map_type(), name.as_ptr(), name.len()) })
 }
 
@@ -239,6 +249,7 @@ impl Counter {
     pub fn define(name: &str) -> Self {
         let mut id = 0u32;
         let code =
+            // SAFETY: a host import; every pointer is to a live local or slice, valid for the call, written only through the out-pointers.
             unsafe { proxy_define_metric(METRIC_COUNTER, name.as_ptr(), name.len(), &mut id) };
         if code == OK {
             Counter(Some(id))
@@ -253,6 +264,7 @@ impl Counter {
 
     pub fn increment(self) {
         if let Some(id) = self.0 {
+            // SAFETY: a host import; every pointer is to a live local or slice, valid for the call, written only through the out-pointers.
             let _ = unsafe { proxy_increment_metric(id, 1) };
         }
     }
@@ -266,6 +278,7 @@ pub fn call_foreign_function(name: &str, args: &[u8]) -> Result<Vec<u8>, Status>
     } else {
         args.as_ptr()
     };
+    // SAFETY: a host import; every pointer is to a live local or slice, valid for the call, written only through the out-pointers.
     let code = unsafe {
         proxy_call_foreign_function(
             name.as_ptr(),
@@ -276,6 +289,7 @@ pub fn call_foreign_function(name: &str, args: &[u8]) -> Result<Vec<u8>, Status>
             &mut size,
         )
     };
+    // SAFETY: after OK the host has written `size` bytes to memory it took from proxy_on_memory_allocate, and hands it over.
     let out = unsafe { owned(data, size) };
     status(code).map(|()| out)
 }
@@ -302,7 +316,9 @@ pub fn header_pairs(map: Headers) -> Result<Vec<(String, Vec<u8>)>, Status> {
 /// The whole map as the host encodes it (see [`crate::request::View`]).
 pub fn header_map_bytes(map: Headers) -> Result<Vec<u8>, Status> {
     let (mut data, mut size) = (null_mut(), 0usize);
+    // SAFETY: a host import; every pointer is to a live local or slice, valid for the call, written only through the out-pointers.
     status(unsafe { proxy_get_header_map_pairs(map.map_type(), &mut data, &mut size) })?;
+    // SAFETY: after OK the host has written `size` bytes to memory it took from proxy_on_memory_allocate, and hands it over.
     Ok(unsafe { owned(data, size) })
 }
 
@@ -355,6 +371,7 @@ pub fn dispatch_http_call(
     let headers = serialize_pairs(headers);
     let trailers = serialize_pairs(&[]);
     let mut token = 0u32;
+    // SAFETY: a host import; every pointer is to a live local or slice, valid for the call, written only through the out-pointers.
     status(unsafe {
         proxy_http_call(
             cluster.as_ptr(),
@@ -375,9 +392,11 @@ pub fn dispatch_http_call(
 /// The body of the response to a `dispatch_http_call`, inside its callback.
 pub fn http_call_response_body(size: usize) -> Vec<u8> {
     let (mut data, mut len) = (null_mut(), 0usize);
+    // SAFETY: a host import; every pointer is to a live local or slice, valid for the call, written only through the out-pointers.
     match unsafe {
         proxy_get_buffer_bytes(BUFFER_HTTP_CALL_RESPONSE_BODY, 0, size, &mut data, &mut len)
     } {
+        // SAFETY: after OK the host has written `size` bytes to memory it took from proxy_on_memory_allocate, and hands it over.
         OK => unsafe { owned(data, len) },
         _ => Vec::new(),
     }
@@ -387,8 +406,10 @@ pub fn http_call_response_body(size: usize) -> Vec<u8> {
 /// callback); empty if the host refuses.
 pub fn response_body_chunk(size: usize) -> Vec<u8> {
     let (mut data, mut len) = (null_mut(), 0usize);
+    // SAFETY: a host import; every pointer is to a live local or slice, valid for the call, written only through the out-pointers.
     match unsafe { proxy_get_buffer_bytes(BUFFER_HTTP_RESPONSE_BODY, 0, size, &mut data, &mut len) }
     {
+        // SAFETY: after OK the host has written `size` bytes to memory it took from proxy_on_memory_allocate, and hands it over.
         OK => unsafe { owned(data, len) },
         _ => Vec::new(),
     }
@@ -415,6 +436,7 @@ pub fn now_ns() -> u64 {
         return ns;
     }
     let mut ns = 0u64;
+    // SAFETY: a host import; every pointer is to a live local or slice, valid for the call, written only through the out-pointers.
     let ns = match unsafe { proxy_get_current_time_nanoseconds(&mut ns) } {
         OK => ns,
         _ => return 0,
@@ -429,6 +451,7 @@ pub(crate) fn forget_now() {
 }
 
 pub fn set_tick_period_ms(period: u32) -> Result<(), Status> {
+    // SAFETY: a host import; every pointer is to a live local or slice, valid for the call, written only through the out-pointers.
     status(unsafe { proxy_set_tick_period_milliseconds(period) })
 }
 
@@ -436,11 +459,13 @@ pub fn set_tick_period_ms(period: u32) -> Result<(), Status> {
 pub fn set_effective_context(context_id: u32) -> Result<(), Status> {
     crate::request::forget();
     crate::claims::enter(context_id);
+    // SAFETY: a host import; every pointer is to a live local or slice, valid for the call, written only through the out-pointers.
     status(unsafe { proxy_set_effective_context(context_id) })
 }
 
 /// Resumes a request paused in its headers callback.
 pub fn continue_request() -> Result<(), Status> {
+    // SAFETY: a host import; every pointer is to a live local or slice, valid for the call, written only through the out-pointers.
     status(unsafe { proxy_continue_stream(STREAM_HTTP_REQUEST) })
 }
 
@@ -464,6 +489,7 @@ pub fn send_local_response_grpc(
     grpc_status: Option<u32>,
 ) -> Result<(), Status> {
     let headers = serialize_pairs(headers);
+    // SAFETY: a host import; every pointer is to a live local or slice, valid for the call, written only through the out-pointers.
     status(unsafe {
         proxy_send_local_response(
             status_code,
@@ -487,7 +513,9 @@ pub fn request_start_ns() -> Option<u64> {
 /// A property by its one-segment name (`Ok(None)` when absent).
 pub fn property(name: &str) -> Result<Option<Vec<u8>>, Status> {
     let (mut data, mut size) = (null_mut(), 0usize);
+    // SAFETY: a host import; every pointer is to a live local or slice, valid for the call, written only through the out-pointers.
     match unsafe { proxy_get_property(name.as_ptr(), name.len(), &mut data, &mut size) } {
+        // SAFETY: after OK the host has written `size` bytes to memory it took from proxy_on_memory_allocate, and hands it over.
         OK => Ok(Some(unsafe { owned(data, size) })),
         NOT_FOUND => Ok(None),
         code => Err(Status(code)),
@@ -497,6 +525,7 @@ pub fn property(name: &str) -> Result<Option<Vec<u8>>, Status> {
 /// Sets a one-segment property: in Envoy, filter state `wasm.<name>` on the
 /// stream, readable by later filters of the same request.
 pub fn set_property(name: &str, value: &[u8]) -> Result<(), Status> {
+    // SAFETY: a host import; every pointer is to a live local or slice, valid for the call, written only through the out-pointers.
     status(unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) })
 }
 
@@ -504,8 +533,10 @@ pub fn set_property(name: &str, value: &[u8]) -> Result<(), Status> {
 /// compare-and-swap token; `Ok(None)` when nobody has written it.
 pub fn shared_data(key: &str) -> Result<Option<(Vec<u8>, u32)>, Status> {
     let (mut data, mut size, mut cas) = (null_mut(), 0usize, 0u32);
+    // SAFETY: a host import; every pointer is to a live local or slice, valid for the call, written only through the out-pointers.
     match unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) }
     {
+        // SAFETY: after OK the host has written `size` bytes to memory it took from proxy_on_memory_allocate, and hands it over.
         OK => Ok(Some((unsafe { owned(data, size) }, cas))),
         NOT_FOUND => Ok(None),
         code => Err(Status(code)),
@@ -514,6 +545,7 @@ pub fn shared_data(key: &str) -> Result<Option<(Vec<u8>, u32)>, Status> {
 
 /// Writes a shared value if it still has token `cas` (0: whatever it has).
 pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), Status> {
+    // SAFETY: a host import; every pointer is to a live local or slice, valid for the call, written only through the out-pointers.
     status(unsafe {
         proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
     })
