@@ -6,8 +6,14 @@
 //! return [`Step::NeedKeys`] or [`Step::NeedExtAuth`]; the host does the I/O
 //! and steps again, so every decision stays here.
 
+mod api_key;
+mod basic;
+mod cache;
 pub mod config;
+mod credentials;
+mod ext_auth;
 pub mod jwt;
+mod jwt_provider;
 pub mod shared_keys;
 #[cfg(test)]
 mod tests;
@@ -15,15 +21,19 @@ mod tests;
 use crate::claims::{self, claim, claim_header_value, compile_claims, ClaimMatcher};
 use crate::config::{from_json, is_header_name, ConfigError};
 use crate::headers::RequestHeaders;
-use crate::matcher::{cookie_count, cookie_value, query_count, query_value, RequestMatch};
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
+use crate::matcher::RequestMatch;
+use api_key::{compile_api_key, ApiKeys};
+use basic::{compile_basic, Basic};
+use cache::CachedToken;
+pub use cache::Caches;
 pub use config::*;
+use credentials::{strip_scheme, Source};
+use ext_auth::compile_ext_auth;
+pub use ext_auth::{ExtAuthAnswer, PassBack};
 use jwt::{Alg, ClaimRules, HostVerifier, KeySet, TokenError};
+use jwt_provider::{compile_jwt, Jwt};
 use serde_json::Value;
-use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
-use subtle::ConstantTimeEq;
 
 /// Why a request was denied (or would have been, in dry run).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,27 +118,6 @@ pub struct Identity {
     pub claims_json: Rc<[u8]>,
     /// Headers an external auth service asked to add.
     pub headers: Vec<(String, Vec<u8>)>,
-}
-
-/// The answer of an external auth service.
-#[derive(Debug, Clone)]
-pub enum ExtAuthAnswer {
-    /// A response: status and the headers the filter may use.
-    Response {
-        status: u16,
-        headers: Vec<(String, Vec<u8>)>,
-        body: Vec<u8>,
-    },
-    /// No usable response: timeout, reset, unknown cluster.
-    Failed,
-}
-
-/// A reply passed back from the auth service (its 401 or 403).
-#[derive(Debug, Clone)]
-pub struct PassBack {
-    pub status: u16,
-    pub headers: Vec<(String, Vec<u8>)>,
-    pub body: Vec<u8>,
 }
 
 #[derive(Debug, Clone)]
@@ -228,108 +217,6 @@ impl Evaluation {
     }
 }
 
-/// Bounded per-VM memory of verified credentials.
-pub struct Caches {
-    /// By a fast 128-bit hash of (provider, token); a hit counts only if the
-    /// stored token is byte-for-byte the one presented, so a collision is a
-    /// miss (verified again), never another token's identity. (A SHA-256 key
-    /// cost a 600-byte token about 20k instructions per request in Envoy.)
-    tokens: Lru<u128, CachedToken>,
-    basic: Lru<[u8; 32], bool>,
-}
-
-#[derive(Clone)]
-struct CachedToken {
-    token: Box<[u8]>,
-    identity: Identity,
-    /// Unix seconds after which the entry is no longer used.
-    valid_until: u64,
-}
-
-/// Hashes keys that are already digests (xxh3-128, SHA-256) by folding
-/// their bytes: SipHash over them cost more than the rest of a cache hit.
-/// Only verified credentials are inserted, so an attacker cannot fill a
-/// bucket with chosen keys.
-#[derive(Default)]
-struct Digest(u64);
-
-impl std::hash::Hasher for Digest {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = self.0.rotate_left(29) ^ u64::from_le_bytes(word);
-        }
-    }
-    fn write_u128(&mut self, n: u128) {
-        self.0 = self.0.rotate_left(29) ^ (n as u64) ^ ((n >> 64) as u64).rotate_left(32);
-    }
-    fn write_usize(&mut self, _: usize) {
-        // The length prefix of a fixed-size array says nothing.
-    }
-}
-
-/// A small insertion-ordered cache: the oldest entry goes first.
-struct Lru<K, V> {
-    map: HashMap<K, V, std::hash::BuildHasherDefault<Digest>>,
-    order: VecDeque<K>,
-    capacity: usize,
-}
-
-impl<K: std::hash::Hash + Eq + Copy, V> Lru<K, V> {
-    fn new(capacity: usize) -> Self {
-        Self {
-            map: HashMap::default(),
-            order: VecDeque::new(),
-            capacity,
-        }
-    }
-
-    fn get(&self, k: &K) -> Option<&V> {
-        self.map.get(k)
-    }
-
-    fn insert(&mut self, k: K, v: V) {
-        if self.capacity == 0 {
-            return;
-        }
-        if self.map.insert(k, v).is_none() {
-            self.order.push_back(k);
-            while self.order.len() > self.capacity {
-                if let Some(old) = self.order.pop_front() {
-                    self.map.remove(&old);
-                }
-            }
-        }
-    }
-
-    fn remove(&mut self, k: &K) {
-        if self.map.remove(k).is_some() {
-            self.order.retain(|x| x != k);
-        }
-    }
-}
-
-impl Caches {
-    pub fn new(capacity: usize) -> Self {
-        Self {
-            tokens: Lru::new(capacity),
-            basic: Lru::new(capacity),
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.tokens.map.len() + self.basic.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 /// What the evaluation reads from the host.
 pub struct Env<'a, 'v> {
     pub now_s: u64,
@@ -337,36 +224,6 @@ pub struct Env<'a, 'v> {
     pub keys: &'a [Option<Rc<KeySet>>],
     pub caches: &'a mut Caches,
     pub host_verify: &'a mut HostVerifier<'v>,
-}
-
-#[derive(Debug)]
-struct Jwt {
-    issuer: Option<String>,
-    audiences: Vec<String>,
-    static_keys: Option<Rc<KeySet>>,
-    remote: Option<RemoteJwksConfig>,
-    from: Vec<Source>,
-    algorithms: Vec<Alg>,
-    clock_skew_s: u64,
-}
-
-#[derive(Debug)]
-enum Source {
-    Header { name: String, prefix: String },
-    Cookie(String),
-    Query(String),
-}
-
-#[derive(Debug)]
-struct ApiKeys {
-    header: String,
-    keys: Vec<(String, [u8; 32])>,
-}
-
-#[derive(Debug)]
-struct Basic {
-    users: Vec<(String, String)>,
-    realm: String,
 }
 
 #[derive(Debug)]
@@ -868,152 +725,6 @@ impl Auth {
         })
     }
 
-    fn check_jwt(
-        &self,
-        p: usize,
-        j: &Jwt,
-        eval: &Evaluation,
-        req: &(impl RequestHeaders + ?Sized),
-        env: &mut Env<'_, '_>,
-    ) -> Result<Outcome, Step> {
-        let Some(raw) = j.from.iter().find_map(|s| s.read(req)) else {
-            return Ok(Outcome::Missing);
-        };
-        if raw.len() > self.max_token_bytes {
-            return Ok(Outcome::Rejected(Reason::Token(TokenError::TooLarge)));
-        }
-        // A hit's bytes were valid UTF-8 when it was stored: checked after.
-        let key = xxhash_rust::xxh3::xxh3_128_with_seed(raw, p as u64);
-        if let Some(hit) = env.caches.tokens.get(&key) {
-            if crate::bytes::same(&hit.token, raw) {
-                if env.now_s < hit.valid_until {
-                    return Ok(Outcome::Accepted(hit.identity.clone()));
-                }
-                env.caches.tokens.remove(&key);
-            }
-        }
-        let Ok(token) = std::str::from_utf8(raw) else {
-            return Ok(Outcome::Rejected(Reason::Token(TokenError::Malformed)));
-        };
-        let parsed = match jwt::parse(token, &j.algorithms) {
-            Ok(parsed) => parsed,
-            Err(e) => return Ok(Outcome::Rejected(Reason::Token(e))),
-        };
-        let Some(keys) = env.keys.get(p).and_then(Option::as_ref) else {
-            return if eval.keys_gave_up.contains(&p) {
-                Ok(Outcome::Unavailable(Reason::JwksUnavailable))
-            } else {
-                Err(Step::NeedKeys(p))
-            };
-        };
-        if let Err(e) = parsed.verify(keys, env.host_verify) {
-            return Ok(Outcome::Rejected(Reason::Token(e)));
-        }
-        let claims = match parsed.claims() {
-            Ok(c) => c,
-            Err(e) => return Ok(Outcome::Rejected(Reason::Token(e))),
-        };
-        let rules = ClaimRules {
-            issuer: j.issuer.as_deref(),
-            audiences: &j.audiences,
-            clock_skew_s: j.clock_skew_s,
-        };
-        if let Err(e) = jwt::check_claims(&claims, &rules, env.now_s) {
-            return Ok(Outcome::Rejected(Reason::Token(e)));
-        }
-        let subject = self
-            .identity
-            .as_ref()
-            .and_then(|id| claim(&claims, &id.from_claim))
-            .and_then(claim_header_value);
-        // Tokens without `exp` are re-verified every five minutes.
-        let valid_until = jwt::expiry(&claims)
-            .map(|e| e.saturating_add(j.clock_skew_s))
-            .unwrap_or(env.now_s + 300);
-        let identity = Identity {
-            provider: p,
-            subject,
-            claims_json: claims.to_string().into_bytes().into(),
-            claims: Rc::new(claims),
-            headers: Vec::new(),
-        };
-        env.caches.tokens.insert(
-            key,
-            CachedToken {
-                token: token.as_bytes().into(),
-                identity: identity.clone(),
-                valid_until,
-            },
-        );
-        Ok(Outcome::Accepted(identity))
-    }
-
-    fn check_api_key(
-        &self,
-        p: usize,
-        a: &ApiKeys,
-        req: &(impl RequestHeaders + ?Sized),
-    ) -> Outcome {
-        let Some(presented) = req.header(&a.header).filter(|v| !v.is_empty()) else {
-            return Outcome::Missing;
-        };
-        let digest: [u8; 32] = {
-            use sha2::Digest;
-            sha2::Sha256::digest(presented).into()
-        };
-        // Compare with every key, in constant time, without stopping early.
-        let mut found = None;
-        for (i, (_, want)) in a.keys.iter().enumerate() {
-            if bool::from(digest.ct_eq(want)) {
-                found = Some(i);
-            }
-        }
-        match found {
-            Some(i) => Outcome::Accepted(self.identity_for_name(p, Some(a.keys[i].0.as_bytes()))),
-            None => Outcome::Rejected(Reason::InvalidApiKey),
-        }
-    }
-
-    fn check_basic(
-        &self,
-        p: usize,
-        b: &Basic,
-        req: &(impl RequestHeaders + ?Sized),
-        env: &mut Env<'_, '_>,
-    ) -> Outcome {
-        let Some(encoded) = req
-            .header("authorization")
-            .and_then(|v| strip_scheme(v, "Basic"))
-        else {
-            return Outcome::Missing;
-        };
-        let Some(decoded) = STANDARD.decode(encoded.trim_ascii()).ok() else {
-            return Outcome::Rejected(Reason::InvalidBasic);
-        };
-        let Some(colon) = decoded.iter().position(|&c| c == b':') else {
-            return Outcome::Rejected(Reason::InvalidBasic);
-        };
-        let (user, password) = (&decoded[..colon], &decoded[colon + 1..]);
-        let Some((name, hash)) = b.users.iter().find(|(n, _)| n.as_bytes() == user) else {
-            return Outcome::Rejected(Reason::InvalidBasic);
-        };
-        // bcrypt is deliberately slow: pay it once per credential per VM.
-        let key = jwt::digest(&[&(p as u64).to_le_bytes(), user, password]);
-        let valid = match env.caches.basic.get(&key) {
-            Some(v) => *v,
-            None => {
-                let v = bcrypt::verify(password, hash).unwrap_or(false);
-                env.caches.basic.insert(key, v);
-                v
-            }
-        };
-        if valid {
-            Outcome::Accepted(self.identity_for_name(p, Some(name.as_bytes())))
-        } else {
-            Outcome::Rejected(Reason::InvalidBasic)
-        }
-    }
-
     fn identity_for_name(&self, p: usize, name: Option<&[u8]>) -> Identity {
         let claims = match name.and_then(|n| std::str::from_utf8(n).ok()) {
             Some(n) => serde_json::json!({ "sub": n }),
@@ -1027,77 +738,6 @@ impl Auth {
             claims_json: claims.to_string().into_bytes().into(),
             claims: Rc::new(claims),
             headers: Vec::new(),
-        }
-    }
-
-    /// The request to send to ext-auth provider `p`: headers as (name, value).
-    pub fn ext_auth_request(
-        &self,
-        p: usize,
-        req: &(impl RequestHeaders + ?Sized),
-    ) -> Vec<(String, Vec<u8>)> {
-        let Some(e) = self.ext_auth(p) else {
-            return Vec::new();
-        };
-        let mut out = vec![
-            (":method".to_owned(), b"GET".to_vec()),
-            (":path".to_owned(), e.path.as_bytes().to_vec()),
-            (":authority".to_owned(), e.authority.as_bytes().to_vec()),
-        ];
-        for (name, from) in [
-            ("x-forwarded-method", ":method"),
-            ("x-forwarded-uri", ":path"),
-            ("x-forwarded-host", ":authority"),
-        ] {
-            if let Some(v) = req.header(from) {
-                out.push((name.to_owned(), v.to_vec()));
-            }
-        }
-        for h in &e.forward_headers {
-            if let Some(v) = req.header(h) {
-                out.push((h.clone(), v.to_vec()));
-            }
-        }
-        out
-    }
-
-    fn ext_auth_outcome(&self, p: usize, e: &ExtAuthConfig, answer: ExtAuthAnswer) -> Outcome {
-        let ExtAuthAnswer::Response {
-            status,
-            headers,
-            body,
-        } = answer
-        else {
-            return Outcome::Unavailable(Reason::ExtAuthUnavailable);
-        };
-        let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v);
-        match status {
-            200..=299 => {
-                let id_header = e
-                    .identity_header
-                    .as_deref()
-                    .or(self.identity.as_ref().map(|i| i.header.as_str()));
-                let name = id_header
-                    .and_then(get)
-                    .filter(|v| claims::is_header_value(v));
-                let mut identity = self.identity_for_name(p, name.map(Vec::as_slice));
-                identity.headers = e
-                    .copy_response_headers
-                    .iter()
-                    .filter_map(|h| Some((h.clone(), get(h)?.clone())))
-                    .filter(|(_, v)| claims::is_header_value(v))
-                    .collect();
-                Outcome::Accepted(identity)
-            }
-            401 | 403 => Outcome::PassedBack(PassBack {
-                status,
-                headers: ["www-authenticate", "content-type"]
-                    .into_iter()
-                    .filter_map(|h| Some((h.to_owned(), get(h)?.clone())))
-                    .collect(),
-                body,
-            }),
-            _ => Outcome::Unavailable(Reason::ExtAuthUnavailable),
         }
     }
 
@@ -1122,281 +762,4 @@ impl Auth {
         }
         out
     }
-}
-
-impl Auth {
-    /// True when provider `p`'s credential is in the request more than once
-    /// (with any values), or in two of its sources with different values.
-    fn ambiguous(&self, p: usize, req: &(impl RequestHeaders + ?Sized)) -> bool {
-        let repeated = |name: &str| {
-            let mut n = 0;
-            req.each_value(name, &mut |_| n += 1);
-            n > 1
-        };
-        match &self.providers[p].kind {
-            Kind::Jwt(j) => {
-                let mut found: Option<&[u8]> = None;
-                for s in &j.from {
-                    if s.repeated(req) {
-                        return true;
-                    }
-                    match (found, s.read(req)) {
-                        (Some(a), Some(b)) if a != b => return true,
-                        (None, b) => found = b,
-                        _ => {}
-                    }
-                }
-                false
-            }
-            Kind::ApiKey(a) => repeated(&a.header),
-            Kind::Basic(_) => repeated("authorization") || joined(req.header("authorization")),
-            Kind::ExtAuth(e) => {
-                e.forward_headers.iter().any(|h| h == "authorization") && repeated("authorization")
-            }
-        }
-    }
-}
-
-/// True for a token or basic credential with a `,` in it: never part of one,
-/// but how Envoy joins a repeated `authorization` header (an inline header)
-/// into one value before any filter sees it.
-fn joined(value: Option<&[u8]>) -> bool {
-    value.is_some_and(|v| v.contains(&b','))
-}
-
-impl Source {
-    /// True when this source appears more than once: a repeated header (or
-    /// one Envoy joined with `,`), a cookie set twice (in one `cookie` header
-    /// or several), a query parameter given twice.
-    fn repeated(&self, req: &(impl RequestHeaders + ?Sized)) -> bool {
-        let mut n = 0usize;
-        match self {
-            Source::Header { name, .. } => {
-                req.each_value(name, &mut |v| n += 1 + usize::from(joined(Some(v))));
-            }
-            Source::Cookie(name) => req.each_value("cookie", &mut |c| n += cookie_count(c, name)),
-            Source::Query(name) => {
-                if let Some(path) = req.header(":path") {
-                    n = query_count(path, name);
-                }
-            }
-        }
-        n > 1
-    }
-
-    fn read<'r>(&self, req: &'r (impl RequestHeaders + ?Sized)) -> Option<&'r [u8]> {
-        let v = match self {
-            Source::Header { name, prefix } => {
-                let v = req.header(name)?;
-                if prefix.is_empty() {
-                    v
-                } else if v.len() >= prefix.len()
-                    && v[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
-                {
-                    &v[prefix.len()..]
-                } else {
-                    return None;
-                }
-            }
-            Source::Cookie(name) => cookie_value(req.header("cookie")?, name)?,
-            Source::Query(name) => query_value(req.header(":path")?, name)?,
-        };
-        let v = v.trim_ascii();
-        (!v.is_empty()).then_some(v)
-    }
-}
-
-/// The credentials after an auth scheme (`Basic xyz` → `xyz`), scheme case-insensitive.
-fn strip_scheme<'v>(value: &'v [u8], scheme: &str) -> Option<&'v [u8]> {
-    let n = scheme.len();
-    (value.len() > n && value[..n].eq_ignore_ascii_case(scheme.as_bytes()) && value[n] == b' ')
-        .then(|| &value[n + 1..])
-}
-
-fn compile_jwt(j: &JwtConfig, field: &str) -> Result<Jwt, ConfigError> {
-    let static_keys = match (&j.jwks, &j.remote_jwks) {
-        (Some(doc), None) => Some(Rc::new(
-            KeySet::from_value(doc).map_err(|e| ConfigError::new(format!("{field}.jwks"), e))?,
-        )),
-        (None, Some(r)) => {
-            let f = |k: &str| format!("{field}.remote_jwks.{k}");
-            non_empty(&r.cluster, f("cluster"))?;
-            non_empty(&r.authority, f("authority"))?;
-            path_value(&r.path, f("path"))?;
-            if r.refresh_s == 0 {
-                return Err(ConfigError::new(f("refresh_s"), "must be positive"));
-            }
-            if r.timeout_ms == 0 {
-                return Err(ConfigError::new(f("timeout_ms"), "must be positive"));
-            }
-            if r.max_stale_s < r.refresh_s {
-                return Err(ConfigError::new(
-                    f("max_stale_s"),
-                    "must be at least refresh_s (a key set goes stale only after a refresh failed)",
-                ));
-            }
-            None
-        }
-        _ => {
-            return Err(ConfigError::new(
-                field,
-                "give exactly one of jwks and remote_jwks",
-            ))
-        }
-    };
-    let algorithms = match &j.algorithms {
-        None => Alg::ALL.to_vec(),
-        Some(list) if list.is_empty() => {
-            return Err(ConfigError::new(
-                format!("{field}.algorithms"),
-                "list at least one algorithm, or leave the key out",
-            ))
-        }
-        Some(list) => list
-            .iter()
-            .enumerate()
-            .map(|(i, a)| {
-                Alg::parse(a).ok_or_else(|| {
-                    ConfigError::new(
-                        format!("{field}.algorithms[{i}]"),
-                        format!("unsupported algorithm {a:?} (none is never accepted)"),
-                    )
-                })
-            })
-            .collect::<Result<_, _>>()?,
-    };
-    if j.from.is_empty() {
-        return Err(ConfigError::new(
-            format!("{field}.from"),
-            "list at least one token source, or leave the key out",
-        ));
-    }
-    let mut from = Vec::with_capacity(j.from.len());
-    for (i, s) in j.from.iter().enumerate() {
-        let f = format!("{field}.from[{i}]");
-        from.push(match (&s.header, &s.cookie, &s.query) {
-            (Some(h), None, None) => Source::Header {
-                name: header_name(h, format!("{f}.header"))?,
-                prefix: s.prefix.clone().unwrap_or_default(),
-            },
-            (None, Some(c), None) if s.prefix.is_none() => {
-                non_empty(c, format!("{f}.cookie"))?;
-                Source::Cookie(c.clone())
-            }
-            (None, None, Some(q)) if s.prefix.is_none() => {
-                non_empty(q, format!("{f}.query"))?;
-                Source::Query(q.clone())
-            }
-            _ => {
-                return Err(ConfigError::new(
-                    f,
-                    "give exactly one of header (with an optional prefix), cookie, query",
-                ))
-            }
-        });
-    }
-    Ok(Jwt {
-        issuer: j.issuer.clone(),
-        audiences: j.audiences.clone(),
-        static_keys,
-        remote: j.remote_jwks.clone(),
-        from,
-        algorithms,
-        clock_skew_s: j.clock_skew_s,
-    })
-}
-
-fn compile_api_key(a: &ApiKeyConfig, field: &str) -> Result<ApiKeys, ConfigError> {
-    let header = header_name(&a.header, format!("{field}.header"))?;
-    if a.keys.is_empty() {
-        return Err(ConfigError::new(
-            format!("{field}.keys"),
-            "list at least one key",
-        ));
-    }
-    let mut keys = Vec::with_capacity(a.keys.len());
-    for (i, k) in a.keys.iter().enumerate() {
-        non_empty(&k.name, format!("{field}.keys[{i}].name"))?;
-        let digest = decode_hex32(&k.sha256).ok_or_else(|| {
-            ConfigError::new(
-                format!("{field}.keys[{i}].sha256"),
-                "must be 64 hex digits (the SHA-256 of the key)",
-            )
-        })?;
-        keys.push((k.name.clone(), digest));
-    }
-    Ok(ApiKeys { header, keys })
-}
-
-fn decode_hex32(s: &str) -> Option<[u8; 32]> {
-    let b = s.as_bytes();
-    if b.len() != 64 {
-        return None;
-    }
-    let nibble = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = nibble(b[2 * i])? << 4 | nibble(b[2 * i + 1])?;
-    }
-    Some(out)
-}
-
-fn compile_basic(b: &BasicConfig, field: &str) -> Result<Basic, ConfigError> {
-    if b.users.is_empty() {
-        return Err(ConfigError::new(
-            format!("{field}.users"),
-            "list at least one user",
-        ));
-    }
-    if b.realm.contains('"') || !claims::is_header_value(b.realm.as_bytes()) {
-        return Err(ConfigError::new(
-            format!("{field}.realm"),
-            "must not contain quotes or control characters",
-        ));
-    }
-    let mut users = Vec::with_capacity(b.users.len());
-    for (i, u) in b.users.iter().enumerate() {
-        if u.name.is_empty() || u.name.contains(':') {
-            return Err(ConfigError::new(
-                format!("{field}.users[{i}].name"),
-                "must be non-empty and without ':'",
-            ));
-        }
-        if u.bcrypt.parse::<bcrypt::HashParts>().is_err() {
-            return Err(ConfigError::new(
-                format!("{field}.users[{i}].bcrypt"),
-                "not a bcrypt hash ($2b$<cost>$<53 characters>)",
-            ));
-        }
-        users.push((u.name.clone(), u.bcrypt.clone()));
-    }
-    Ok(Basic {
-        users,
-        realm: b.realm.clone(),
-    })
-}
-
-fn compile_ext_auth(e: &ExtAuthConfig, field: &str) -> Result<ExtAuthConfig, ConfigError> {
-    let f = |k: &str| format!("{field}.{k}");
-    non_empty(&e.cluster, f("cluster"))?;
-    non_empty(&e.authority, f("authority"))?;
-    path_value(&e.path, f("path"))?;
-    if e.timeout_ms == 0 {
-        return Err(ConfigError::new(f("timeout_ms"), "must be positive"));
-    }
-    let headers = |list: &[String], key: &str| -> Result<Vec<String>, ConfigError> {
-        list.iter()
-            .enumerate()
-            .map(|(i, h)| header_name(h, format!("{field}.{key}[{i}]")))
-            .collect()
-    };
-    Ok(ExtAuthConfig {
-        forward_headers: headers(&e.forward_headers, "forward_headers")?,
-        copy_response_headers: headers(&e.copy_response_headers, "copy_response_headers")?,
-        identity_header: match &e.identity_header {
-            Some(h) => Some(header_name(h, f("identity_header"))?),
-            None => None,
-        },
-        ..e.clone()
-    })
 }
