@@ -432,7 +432,7 @@ impl Timeouts {
         &'s self,
         adm: &Admission,
         written: &'s [(&'s str, String)],
-    ) -> impl Iterator<Item = &'s str> + 's {
+    ) -> impl Iterator<Item = &'s str> + Clone + 's {
         // Copied out: the iterator must not borrow `adm`.
         let (carried, grpc) = (adm.carried_deadline, adm.grpc);
         let deadline = self

@@ -250,6 +250,45 @@ pub fn remove(name: &str) -> Result<(), Status> {
     Ok(())
 }
 
+/// Removes every value of each of `names`, with one look at the request:
+/// a name the request cannot have (its bit clear) costs a mask test, and
+/// only present names are sent to the host. Policies strip several
+/// client-sent control headers from every request (identity, router
+/// controls, shadow tags) that requests almost never carry. Returns
+/// whether every removal the host was asked for succeeded.
+pub fn remove_each<'n, I>(names: I) -> bool
+where
+    I: IntoIterator<Item = &'n str> + Clone,
+{
+    let present: Vec<&str> = match with_headers(|h| {
+        names
+            .clone()
+            .into_iter()
+            .filter(|n| h.may_have(n.as_bytes()) && h.contains(n))
+            .collect()
+    }) {
+        Ok(present) => present,
+        // The map was refused: the host removes each name, present or not.
+        Err(_) => {
+            let mut ok = true;
+            for name in names {
+                ok &= host::remove_header(Headers::Request, name).is_ok();
+            }
+            return ok;
+        }
+    };
+    let mut ok = true;
+    for name in present {
+        ok &= host::remove_header(Headers::Request, name).is_ok();
+        COPY.with(|copy| {
+            if let Some(view) = copy.borrow_mut().as_mut() {
+                view.remove(name);
+            }
+        });
+    }
+    ok
+}
+
 /// Drops the copy (and the callback's clock reading): the callback ended,
 /// or the effective context changed.
 pub fn forget() {

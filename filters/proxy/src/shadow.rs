@@ -448,9 +448,7 @@ impl ShadowStream {
         shared.counters.received.increment();
         let s = &shared.shadow;
         let mut failed = crate::request::set(s.tag_header(), b"true").is_err();
-        for h in s.strip_headers() {
-            failed |= crate::request::remove(h).is_err();
-        }
+        failed |= !crate::request::remove_each(s.strip_headers().iter().map(String::as_str));
         if failed {
             shared.counters.header_errors.increment();
         }
@@ -491,9 +489,7 @@ impl Stream for ShadowStream {
             return Self::receive(&shared, &fetch());
         }
         // Only this filter decides what is shadowed and what is a shadow.
-        let mut failed = crate::request::remove(s.cluster_header()).is_err();
-        failed |= crate::request::remove(s.tag_header()).is_err();
-        if failed {
+        if !crate::request::remove_each([s.cluster_header(), s.tag_header()]) {
             shared.counters.header_errors.increment();
         }
         let draw = crate::next_split_draw();

@@ -227,9 +227,7 @@ impl Shared {
         for (name, value) in &headers {
             failed |= crate::request::set(name, value.as_bytes()).is_err();
         }
-        for name in self.timeouts.removed_headers(adm, &headers) {
-            failed |= crate::request::remove(name).is_err();
-        }
+        failed |= !crate::request::remove_each(self.timeouts.removed_headers(adm, &headers));
         if failed {
             self.counters.header_errors.increment();
         }
