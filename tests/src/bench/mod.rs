@@ -249,6 +249,50 @@ pub fn cases() -> Vec<Case> {
             "baseline",
         ),
         case(
+            "floor_router_calls",
+            "floor: version_router.wasm's host calls, no logic",
+            vec![wasm_filter(
+                "floor_router_calls",
+                floor_module("router_calls"),
+                json!({}),
+            )],
+            jason(),
+            "baseline",
+        ),
+        case(
+            "floor_timeouts_calls",
+            "floor: timeouts.wasm's host calls, no logic",
+            vec![wasm_filter(
+                "floor_timeouts_calls",
+                floor_module("timeouts_calls"),
+                json!({}),
+            )],
+            jason(),
+            "baseline",
+        ),
+        case(
+            "floor_auth_calls",
+            "floor: auth.wasm's host calls (cached token), no logic",
+            vec![wasm_filter(
+                "floor_auth_calls",
+                floor_module("auth_calls"),
+                json!({}),
+            )],
+            bearer(),
+            "baseline_bearer",
+        ),
+        case(
+            "floor_chain_calls",
+            "floor: switchyard.wasm's host calls (cached token), no logic",
+            vec![wasm_filter(
+                "floor_chain_calls",
+                floor_module("chain_calls"),
+                json!({}),
+            )],
+            bearer(),
+            "baseline_bearer",
+        ),
+        case(
             "version_router",
             "version_router.wasm, lab config: end-user: jason → v2",
             vec![wasm("version_router", router_config())],
