@@ -33,6 +33,7 @@ pub use ext_auth::{ExtAuthAnswer, PassBack};
 use jwt::{Alg, ClaimRules, HostVerifier, KeySet, TokenError};
 use jwt_provider::{compile_jwt, Jwt};
 use serde_json::Value;
+use std::borrow::Cow;
 use std::rc::Rc;
 
 /// Why a request was denied (or would have been, in dry run).
@@ -111,7 +112,7 @@ impl Reason {
 pub struct Identity {
     pub provider: usize,
     /// The identity header's value, when there is one.
-    pub subject: Option<Vec<u8>>,
+    pub subject: Option<Rc<[u8]>>,
     /// JWT claims, or `{"sub": name}` for API keys, basic auth and ext auth.
     pub claims: Rc<Value>,
     /// The claims as compact JSON, for later filters.
@@ -605,12 +606,14 @@ impl Auth {
         Step::Done(self.conclude(rule, eval))
     }
 
-    fn conclude(&self, rule: &Rule, eval: &Evaluation) -> Verdict {
+    /// The verdict once every provider it needs has answered; an accepted
+    /// identity is moved out of `eval` (the evaluation is over).
+    fn conclude(&self, rule: &Rule, eval: &mut Evaluation) -> Verdict {
         let tried = &rule.providers[..eval.outcomes.len()];
-        let accepted = eval.outcomes.iter().find_map(|o| match o {
-            Outcome::Accepted(id) => Some(id),
-            _ => None,
-        });
+        let accepted = eval
+            .outcomes
+            .iter()
+            .position(|o| matches!(o, Outcome::Accepted(_)));
         let all_ok = eval
             .outcomes
             .iter()
@@ -620,7 +623,14 @@ impl Auth {
             _ => accepted.is_some(),
         };
         if success {
-            let identity = accepted.cloned();
+            let at = accepted;
+            let identity =
+                at.and_then(
+                    |i| match std::mem::replace(&mut eval.outcomes[i], Outcome::Missing) {
+                        Outcome::Accepted(id) => Some(id),
+                        _ => None,
+                    },
+                );
             if !claims::all_match(&rule.claims, identity.as_ref().map(|i| &*i.claims)) {
                 return self.deny(
                     Reason::ClaimsMismatch,
@@ -732,9 +742,7 @@ impl Auth {
         };
         Identity {
             provider: p,
-            subject: name
-                .filter(|n| claims::is_header_value(n))
-                .map(<[u8]>::to_vec),
+            subject: name.filter(|n| claims::is_header_value(n)).map(Rc::from),
             claims_json: claims.to_string().into_bytes().into(),
             claims: Rc::new(claims),
             headers: Vec::new(),
@@ -743,21 +751,21 @@ impl Auth {
 
     /// The headers to set on an allowed request, after the stripped ones
     /// were removed: identity, claims, and what ext auth asked for.
-    pub fn identity_headers<'s>(&'s self, identity: &'s Identity) -> Vec<(&'s str, Vec<u8>)> {
-        let mut out: Vec<(&str, Vec<u8>)> = Vec::new();
+    pub fn identity_headers<'s>(&'s self, identity: &'s Identity) -> Vec<(&'s str, Cow<'s, [u8]>)> {
+        let mut out: Vec<(&str, Cow<[u8]>)> = Vec::new();
         if let Some(id) = &self.identity {
             if let Some(s) = &identity.subject {
-                out.push((&id.header, s.clone()));
+                out.push((&id.header, Cow::Borrowed(s)));
             }
             for (h, c) in &id.claims_to_headers {
                 if let Some(v) = claim(&identity.claims, c).and_then(claim_header_value) {
-                    out.push((h, v));
+                    out.push((h, Cow::Owned(v)));
                 }
             }
         }
         for (h, v) in &identity.headers {
             if !out.iter().any(|(k, _)| k == h) {
-                out.push((h, v.clone()));
+                out.push((h, Cow::Borrowed(v)));
             }
         }
         out

@@ -388,7 +388,7 @@ impl Engine {
                 };
                 if let Some(id) = identity {
                     for (name, value) in auth.identity_headers(&id) {
-                        set(&mut headers, name, value);
+                        set(&mut headers, name, value.into_owned());
                     }
                     outcome.provider = Some(auth.provider_name(id.provider).to_owned());
                     outcome.subject = id.subject.as_deref().map(lossy);

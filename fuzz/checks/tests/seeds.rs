@@ -196,7 +196,7 @@ fn the_seeds_are_in_place_and_reach_what_they_were_made_for() {
         match switchyard_fuzz_checks::evaluate(&auth, &req) {
             Step::Done(Verdict::Allow { identity, .. }) => Ok(identity
                 .and_then(|i| i.subject)
-                .map(|s| String::from_utf8(s).unwrap())),
+                .map(|s| String::from_utf8(s.to_vec()).unwrap())),
             Step::Done(Verdict::Deny(d)) => Err(d.status),
             other => panic!("{seed}: {other:?}"),
         }

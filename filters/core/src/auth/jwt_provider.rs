@@ -72,7 +72,8 @@ impl Auth {
             .identity
             .as_ref()
             .and_then(|id| claim(&claims, &id.from_claim))
-            .and_then(claim_header_value);
+            .and_then(claim_header_value)
+            .map(Rc::from);
         // Tokens without `exp` are re-verified every five minutes.
         let valid_until = jwt::expiry(&claims)
             .map(|e| e.saturating_add(j.clock_skew_s))

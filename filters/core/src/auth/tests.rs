@@ -192,7 +192,7 @@ fn allowed_as(v: &Verdict) -> Option<String> {
     match v {
         Verdict::Allow {
             identity: Some(id), ..
-        } => Some(String::from_utf8(id.subject.clone()?).unwrap()),
+        } => Some(String::from_utf8(id.subject.as_deref()?.to_vec()).unwrap()),
         _ => None,
     }
 }
@@ -695,7 +695,7 @@ fn identity_headers_from_claims() {
         .auth
         .identity_headers(&id)
         .into_iter()
-        .map(|(k, v)| (k, String::from_utf8(v).unwrap()))
+        .map(|(k, v)| (k, String::from_utf8(v.into_owned()).unwrap()))
         .collect();
     assert_eq!(
         headers,
@@ -795,8 +795,14 @@ fn external_auth_allows_passes_back_and_fails_by_mode() {
     else {
         panic!("{v:?}")
     };
+    let headers: Vec<(&str, Vec<u8>)> = host
+        .auth
+        .identity_headers(id)
+        .into_iter()
+        .map(|(k, v)| (k, v.into_owned()))
+        .collect();
     assert_eq!(
-        host.auth.identity_headers(id),
+        headers,
         vec![
             ("end-user", b"robin".to_vec()),
             ("x-user", b"u-42".to_vec())
