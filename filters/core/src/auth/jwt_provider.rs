@@ -30,7 +30,7 @@ impl Auth {
             return Ok(Outcome::Rejected(Reason::Token(TokenError::TooLarge)));
         }
         // A hit's bytes were valid UTF-8 when it was stored: checked after.
-        let key = xxhash_rust::xxh3::xxh3_128_with_seed(raw, p as u64);
+        let key = super::cache::token_key(raw, p);
         if let Some(hit) = env.caches.tokens.get(&key) {
             if crate::bytes::same(&hit.token, raw) {
                 if env.now_s < hit.valid_until {

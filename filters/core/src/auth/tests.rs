@@ -508,7 +508,7 @@ fn a_cache_hit_needs_the_same_token_bytes_not_only_the_same_hash() {
     let forged = format!("{head}.{}", signature.replace('A', "B"));
     assert_ne!(forged, good);
     let entry = host.caches.tokens.map.values().next().unwrap().clone();
-    let forged_key = xxhash_rust::xxh3::xxh3_128_with_seed(forged.as_bytes(), 0);
+    let forged_key = super::cache::token_key(forged.as_bytes(), 0);
     host.caches.tokens.map.clear();
     host.caches.tokens.insert(forged_key, entry);
     let forged_req = get("/x").with("authorization", format!("Bearer {forged}"));
@@ -516,6 +516,24 @@ fn a_cache_hit_needs_the_same_token_bytes_not_only_the_same_hash() {
         denied(&host.verdict(&forged_req)).is_some(),
         "a token whose hash matches a cached one is verified, not accepted"
     );
+}
+
+#[test]
+fn token_keys_differ_by_provider_length_head_and_signature() {
+    use super::cache::token_key;
+    let token = mint(Algorithm::RS256);
+    let t = token.as_bytes();
+    let key = token_key(t, 0);
+    assert_ne!(key, token_key(t, 1), "provider");
+    let (head, signature) = token.rsplit_once('.').unwrap();
+    let resigned = format!("{head}.{}", signature.replace('A', "B"));
+    assert_ne!(key, token_key(resigned.as_bytes(), 0), "signature");
+    let mut first = t.to_vec();
+    first[0] ^= 1;
+    assert_ne!(key, token_key(&first, 0), "head");
+    assert_ne!(key, token_key(&t[..t.len() - 1], 0), "length");
+    // A short token is hashed whole.
+    assert_ne!(token_key(b"a.b.c", 0), token_key(b"a.b.d", 0));
 }
 
 #[test]
