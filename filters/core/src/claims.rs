@@ -5,7 +5,7 @@
 //! hands them to later filters, whose `match` blocks and sticky splits read them.
 
 use crate::config::ConfigError;
-use crate::matcher::{StringMatchConfig, StringMatcher};
+use crate::string_match::{StringMatchConfig, StringMatcher};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -17,6 +17,7 @@ pub mod path;
 pub mod router;
 pub mod sampling;
 pub mod shadow;
+pub mod string_match;
 pub mod timeouts;
 
 pub use config::ConfigError;
