@@ -18,8 +18,6 @@ use crate::path::PathGuard;
 use crate::vm::Action;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use switchyard_core::chain::Policy as Section;
-use switchyard_core::chain::Sections;
 use switchyard_core::path::PathNormalization;
 
 /// One policy's root, as the chain drives it.
@@ -254,53 +252,10 @@ impl Shared {
 
 /// The policies to build, in chain order, each with its section name and
 /// configuration.
-type Plan = Vec<(NewPolicy, &'static str, Option<Vec<u8>>)>;
+pub(crate) type Plan = Vec<(NewPolicy, &'static str, Option<Vec<u8>>)>;
 
 /// A plan and the chain's own `path_normalization`, if its top level set one.
-type PlanWithPath = (Plan, Option<PathNormalization>);
-
-/// Splits `switchyard.wasm`'s configuration into its sections and the
-/// chain's path setting; `None` (after one log line naming the key) when it
-/// is invalid.
-fn plan_sections(config: Option<&[u8]>) -> Option<PlanWithPath> {
-    let parsed = match config {
-        Some(bytes) if !bytes.is_empty() => Sections::from_json(bytes),
-        _ => Ok(Sections {
-            sections: Vec::new(),
-            path_normalization: None,
-        }),
-    };
-    let sections = match parsed {
-        Ok(s) => s,
-        Err(err) => {
-            host::log(
-                Level::Error,
-                &format!("switchyard: invalid configuration: {err}"),
-            );
-            return None;
-        }
-    };
-    if sections.sections.is_empty() {
-        host::log(
-            Level::Warn,
-            "switchyard: no auth, router, timeouts or shadow section: every request passes untouched",
-        );
-    }
-    let new = |p| -> NewPolicy {
-        match p {
-            Section::Auth => |h| Box::new(crate::auth::AuthRoot::new(h)),
-            Section::Router => |_| Box::new(crate::router::RouterRoot::new()),
-            Section::Timeouts => |h| Box::new(crate::timeouts::TimeoutsRoot::new(h)),
-            Section::Shadow => |h| Box::new(crate::shadow::ShadowRoot::new(h)),
-        }
-    };
-    let plan = sections
-        .sections
-        .into_iter()
-        .map(|(p, c)| (new(p), p.section(), Some(c)))
-        .collect();
-    Some((plan, sections.path_normalization))
-}
+pub(crate) type PlanWithPath = (Plan, Option<PathNormalization>);
 
 /// Which configuration the root reads.
 #[derive(Clone, Copy)]
@@ -340,9 +295,10 @@ impl ChainRoot {
         Self::new(Mode::Single(policy))
     }
 
-    /// `switchyard.wasm`: every configured section, in chain order.
-    pub fn sections() -> Self {
-        Self::new(Mode::Sections(plan_sections))
+    /// `switchyard.wasm`: the sections `plan` finds in the configuration,
+    /// in chain order (see [`crate::sections`]).
+    pub(crate) fn sections(plan: fn(Option<&[u8]>) -> Option<PlanWithPath>) -> Self {
+        Self::new(Mode::Sections(plan))
     }
 
     /// Builds the policies and settles the one path setting they share;

@@ -12,6 +12,7 @@ pub mod host;
 pub(crate) mod path;
 pub(crate) mod request;
 pub mod router;
+pub mod sections;
 pub mod shadow;
 pub mod timeouts;
 pub mod vm;

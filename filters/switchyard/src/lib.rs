@@ -3,4 +3,4 @@
 //! "timeouts": …, "shadow": …}` (a missing section is off). The same adapter
 //! and core as the single filters; this crate only registers the root.
 
-switchyard_proxy::export_filter!(switchyard_proxy::chain::ChainRoot::sections; request_headers, response_headers, response_body, response_trailers, http_call_response, tick);
+switchyard_proxy::export_filter!(switchyard_proxy::sections::root; request_headers, response_headers, response_body, response_trailers, http_call_response, tick);
