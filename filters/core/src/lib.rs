@@ -18,6 +18,7 @@ pub mod router;
 pub mod sampling;
 pub mod shadow;
 pub mod string_match;
+pub mod ticks;
 pub mod timeouts;
 
 pub use config::ConfigError;

@@ -19,6 +19,7 @@ use crate::vm::Action;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use switchyard_core::path::PathNormalization;
+use switchyard_core::ticks::Ticks;
 
 /// One policy's root, as the chain drives it.
 pub(crate) trait Policy {
@@ -91,14 +92,11 @@ impl Handle {
     pub(crate) fn set_tick_period_ms(&self, period_ms: u32) -> Result<(), host::Status> {
         let now = host::now_ms();
         let mut ticks = self.shared.ticks.borrow_mut();
-        if let Some(slot) = ticks.slots.get_mut(self.slot) {
-            slot.period = u64::from(period_ms);
-            slot.due = (period_ms > 0).then(|| now + u64::from(period_ms));
-        }
-        if ticks.in_tick {
+        ticks.ask(self.slot, u64::from(period_ms), now);
+        if ticks.in_tick() {
             return Ok(()); // Armed once, when the tick ends.
         }
-        ticks.arm(now, false)
+        arm(&mut ticks, now)
     }
 
     /// True when later sections of `switchyard.wasm` run on this policy's
@@ -117,54 +115,13 @@ impl Handle {
     }
 }
 
-#[derive(Default, Clone, Copy)]
-struct Slot {
-    period: u64,
-    due: Option<u64>,
-}
-
-/// The policies' tick wishes folded onto the root's one timer.
-#[derive(Default)]
-struct Ticks {
-    slots: Vec<Slot>,
-    in_tick: bool,
-    /// The period the host timer runs with, and when it fires next.
-    host_period: u64,
-    host_due: Option<u64>,
-    refused_logged: bool,
-}
-
-impl Ticks {
-    /// Arms the host timer for the earliest due policy, or stops it. After a
-    /// tick the host repeats its period from now, so nothing is set when that
-    /// already fits.
-    fn arm(&mut self, now: u64, after_tick: bool) -> Result<(), host::Status> {
-        if after_tick {
-            self.host_due = (self.host_period > 0).then(|| now + self.host_period);
-        }
-        let next = self.slots.iter().filter_map(|s| s.due).min();
-        if next == self.host_due {
-            return Ok(());
-        }
-        let period = next.map_or(0, |n| n.saturating_sub(now).clamp(1, u64::from(u32::MAX)));
-        host::set_tick_period_ms(period as u32)?;
-        self.host_period = period;
-        self.host_due = next;
-        Ok(())
+/// Sets the host timer as `ticks` plans, and records it once the host took it.
+fn arm(ticks: &mut Ticks, now: u64) -> Result<(), host::Status> {
+    if let Some(arm) = ticks.plan(now) {
+        host::set_tick_period_ms(arm.period_ms)?;
+        ticks.armed(arm);
     }
-
-    /// The slots due at `now`, each rescheduled a period on.
-    fn fire(&mut self, now: u64) -> Vec<usize> {
-        self.in_tick = true;
-        let mut due = Vec::new();
-        for (i, s) in self.slots.iter_mut().enumerate() {
-            if s.due.is_some_and(|d| d <= now) {
-                s.due = (s.period > 0).then(|| now + s.period);
-                due.push(i);
-            }
-        }
-        due
-    }
+    Ok(())
 }
 
 /// The stream state a resumption needs.
@@ -182,6 +139,8 @@ struct Shared {
     /// How many policies the chain runs.
     sections: usize,
     ticks: RefCell<Ticks>,
+    /// A refused tick period is logged once.
+    tick_refusal_logged: Cell<bool>,
     /// (stream, policy) pairs to resume when the current callback ends.
     resumes: RefCell<Vec<(u32, usize)>>,
     /// Streams a policy holds. (Few at a time, and a Vec links far less
@@ -309,7 +268,7 @@ impl ChainRoot {
             sections: sections.len(),
             ..Shared::default()
         });
-        self.shared.ticks.borrow_mut().slots = vec![Slot::default(); sections.len()];
+        *self.shared.ticks.borrow_mut() = Ticks::new(sections.len());
         self.policies.clear();
         let mut names = Vec::with_capacity(sections.len());
         for (slot, (section, name, config)) in sections.into_iter().enumerate() {
@@ -381,15 +340,12 @@ impl ChainRoot {
                 p.on_tick();
             }
         }
-        let armed = {
+        let refused = {
             let mut ticks = self.shared.ticks.borrow_mut();
-            ticks.in_tick = false;
-            let armed = ticks.arm(now, true);
-            let first_refusal = armed.is_err() && !ticks.refused_logged;
-            ticks.refused_logged |= armed.is_err();
-            first_refusal
+            ticks.end_tick(now);
+            arm(&mut ticks, now).is_err()
         };
-        if armed {
+        if refused && !self.shared.tick_refusal_logged.replace(true) {
             host::log(
                 Level::Error,
                 "switchyard: the host refused a tick period; timers may fire late",
