@@ -2,6 +2,7 @@
 
 use crate::abi::{ForeignFunction, BAD_ARGUMENT};
 use crate::vm::Host;
+use switchyard_core::auth::verify_signature;
 
 pub fn lookup(name: &str) -> Option<ForeignFunction> {
     match name {
@@ -30,7 +31,7 @@ fn verify_signature(h: &mut Host, args: &[u8]) -> Result<Vec<u8>, i32> {
     {
         return Err(crate::abi::NOT_FOUND);
     }
-    let fields = proto::fields(args).ok_or(BAD_ARGUMENT)?;
+    let fields = verify_signature::decode_fields(args).ok_or(BAD_ARGUMENT)?;
     let field = |n: u64| fields.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
     let hash = field(1)
         .and_then(|v| std::str::from_utf8(v).ok())
@@ -47,11 +48,10 @@ fn verify_signature(h: &mut Host, args: &[u8]) -> Result<Vec<u8>, i32> {
         field(3).unwrap_or_default(),
         field(4).unwrap_or_default(),
     );
-    let mut out = vec![0x08, u8::from(outcome.is_ok())];
-    if let Err(e) = outcome {
-        proto::put_bytes(&mut out, 2, e.as_bytes());
-    }
-    Ok(out)
+    Ok(verify_signature::encode_result(
+        outcome.is_ok(),
+        outcome.as_ref().err().map(|e| e.as_ref()),
+    ))
 }
 
 fn pem_to_der(pem: &[u8]) -> Option<Vec<u8>> {
@@ -114,51 +114,5 @@ mod crypto {
                 _ => Err(format!("{hash} is not supported for this key.")),
             }
         }
-    }
-}
-
-/// Just enough protobuf wire format for these messages.
-mod proto {
-    /// (field number, bytes) of every length-delimited field; `None` if malformed.
-    pub fn fields(mut b: &[u8]) -> Option<Vec<(u64, &[u8])>> {
-        let mut out = Vec::new();
-        while !b.is_empty() {
-            let (tag, rest) = varint(b)?;
-            let (field, wire) = (tag >> 3, tag & 7);
-            b = rest;
-            match wire {
-                0 => b = varint(b)?.1,
-                2 => {
-                    let (len, rest) = varint(b)?;
-                    let len = usize::try_from(len).ok()?;
-                    out.push((field, rest.get(..len)?));
-                    b = &rest[len..];
-                }
-                _ => return None,
-            }
-        }
-        Some(out)
-    }
-
-    fn varint(b: &[u8]) -> Option<(u64, &[u8])> {
-        let mut v = 0u64;
-        for (i, byte) in b.iter().enumerate().take(10) {
-            v |= u64::from(byte & 0x7f) << (7 * i);
-            if byte & 0x80 == 0 {
-                return Some((v, &b[i + 1..]));
-            }
-        }
-        None
-    }
-
-    pub fn put_bytes(out: &mut Vec<u8>, field: u8, bytes: &[u8]) {
-        out.push(field << 3 | 2);
-        let mut n = bytes.len() as u64;
-        while n >= 0x80 {
-            out.push(n as u8 | 0x80);
-            n >>= 7;
-        }
-        out.push(n as u8);
-        out.extend_from_slice(bytes);
     }
 }

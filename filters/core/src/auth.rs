@@ -17,6 +17,7 @@ mod jwt_provider;
 pub mod shared_keys;
 #[cfg(test)]
 mod tests;
+pub mod verify_signature;
 
 use crate::claims::{self, claim, claim_header_value, compile_claims, ClaimMatcher};
 use crate::config::{from_json, is_header_name, ConfigError};

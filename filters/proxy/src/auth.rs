@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use switchyard_core::auth::jwt::{HostVerify, KeySet};
 use switchyard_core::auth::shared_keys::SharedKeySet;
+use switchyard_core::auth::verify_signature;
 use switchyard_core::auth::{
     jwks_retry_after_ms, key_set_expired, Auth, Caches, Denial, Env, Evaluation, ExtAuthAnswer,
     Reason, Step, Verdict,
@@ -745,29 +746,19 @@ fn send_denial(denial: &Denial) {
     }
 }
 
-/// Envoy's `verify_signature` foreign function: a protobuf
-/// `VerifySignatureArguments` in, `VerifySignatureResult` out.
+/// Envoy's `verify_signature` foreign function (the messages:
+/// `switchyard_core::auth::verify_signature`).
 fn host_verify(state: &mut HostCrypto, counters: &Counters, req: &HostVerify<'_>) -> Option<bool> {
     if *state == HostCrypto::No {
         return None;
     }
-    let mut args =
-        Vec::with_capacity(req.public_key.len() + req.signature.len() + req.text.len() + 32);
-    for (field, bytes) in [
-        (1u8, req.hash.as_bytes()),
-        (2, req.public_key),
-        (3, req.signature),
-        (4, req.text),
-    ] {
-        args.push(field << 3 | 2);
-        put_varint(&mut args, bytes.len() as u64);
-        args.extend_from_slice(bytes);
-    }
+    let args =
+        verify_signature::encode_arguments(req.hash, req.public_key, req.signature, req.text);
     match host::call_foreign_function("verify_signature", &args) {
         Ok(result) => {
             *state = HostCrypto::Yes;
             counters.verify_host.increment();
-            Some(verify_result(&result))
+            Some(verify_signature::decode_result(&result))
         }
         Err(host::Status::NOT_FOUND) => {
             *state = HostCrypto::No;
@@ -780,45 +771,6 @@ fn host_verify(state: &mut HostCrypto, counters: &Counters, req: &HostVerify<'_>
         // The host could not parse this key: check it in wasm.
         Err(_) => None,
     }
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// `result` (field 1, varint) of a `VerifySignatureResult`; anything unreadable is `false`.
-fn verify_result(bytes: &[u8]) -> bool {
-    let mut at = 0;
-    let mut valid = false;
-    while at < bytes.len() {
-        let tag = bytes[at];
-        at += 1;
-        let Some((v, used)) = get_varint(&bytes[at..]) else {
-            return false;
-        };
-        at += used;
-        match tag {
-            0x08 => valid = v == 1,
-            t if t & 7 == 2 => at += v as usize,
-            _ => return false,
-        }
-    }
-    valid
-}
-
-fn get_varint(bytes: &[u8]) -> Option<(u64, usize)> {
-    let mut v = 0u64;
-    for (i, b) in bytes.iter().enumerate().take(10) {
-        v |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((v, i + 1));
-        }
-    }
-    None
 }
 
 struct AuthStream {
