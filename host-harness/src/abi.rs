@@ -2,21 +2,14 @@
 //! statuses Envoy returns. Each records itself in the trace.
 
 use crate::grpc::GrpcEvent;
+use crate::log_level::LogLevel;
 use crate::model::{Headers, Response};
 use crate::vm::{mem, Ctx, Host};
-use crate::world::{CallKind, HttpCall, LogLevel, MetricKind, TraceEntry};
+use crate::world::{CallKind, HttpCall, MetricKind, TraceEntry};
 use wasmtime::Result;
 use wasmtime::{Caller, Linker};
 
-pub const OK: i32 = 0;
-pub const NOT_FOUND: i32 = 1;
-pub const BAD_ARGUMENT: i32 = 2;
-pub const SERIALIZATION_FAILURE: i32 = 3;
-pub const PARSE_FAILURE: i32 = 4;
-pub const EMPTY: i32 = 7;
-pub const CAS_MISMATCH: i32 = 8;
-pub const INTERNAL_FAILURE: i32 = 10;
-pub const UNIMPLEMENTED: i32 = 12;
+pub use crate::status::*;
 
 const MAP_REQUEST_HEADERS: i32 = 0;
 const MAP_REQUEST_TRAILERS: i32 = 1;
@@ -33,9 +26,6 @@ const BUFFER_CALL_RESPONSE_BODY: i32 = 4;
 const BUFFER_GRPC_RECEIVE: i32 = 5;
 const BUFFER_VM_CONFIGURATION: i32 = 6;
 const BUFFER_PLUGIN_CONFIGURATION: i32 = 7;
-
-/// A foreign function the harness offers, as Envoy offers some by name.
-pub(crate) type ForeignFunction = fn(&mut Host, &[u8]) -> Result<Vec<u8>, i32>;
 
 fn trace(caller: &Caller<'_, Host>, call: &'static str, status: i32) {
     let h = caller.data();
@@ -869,7 +859,6 @@ pub(crate) fn register(linker: &mut Linker<Host>) -> Result<()> {
             done(&c, "proxy_get_metric", r)
         },
     )?;
-    crate::wasi::register(linker)?;
     Ok(())
 }
 

@@ -1,8 +1,12 @@
 //! Foreign functions the harness offers by name, as Envoy does.
 
-use crate::abi::{ForeignFunction, BAD_ARGUMENT};
+use crate::status::BAD_ARGUMENT;
 use crate::vm::Host;
 use switchyard_core::auth::verify_signature;
+
+/// A foreign function: the host's answer to the module's argument bytes, or
+/// a status.
+pub(crate) type ForeignFunction = fn(&mut Host, &[u8]) -> Result<Vec<u8>, i32>;
 
 pub fn lookup(name: &str) -> Option<ForeignFunction> {
     match name {
@@ -29,7 +33,7 @@ fn verify_signature(h: &mut Host, args: &[u8]) -> Result<Vec<u8>, i32> {
         .disabled_foreign
         .contains("verify_signature")
     {
-        return Err(crate::abi::NOT_FOUND);
+        return Err(crate::status::NOT_FOUND);
     }
     let fields = verify_signature::decode_fields(args).ok_or(BAD_ARGUMENT)?;
     let field = |n: u64| fields.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);

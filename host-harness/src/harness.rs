@@ -1,7 +1,6 @@
 //! The chain driver and the Rust API: filters in Envoy's order, streams
 //! through them to simulated upstreams, events on a virtual clock.
 
-use crate::abi;
 use crate::flow::{Flow, Stage};
 use crate::grpc::{self, GrpcEvent};
 use crate::model::{Cluster, Headers, LogEntry, Request, Response};
@@ -293,8 +292,7 @@ impl Harness {
     /// runaway (`None`: unlimited, slightly faster).
     pub fn with_fuel(fuel: Option<u64>) -> Self {
         let engine = engine(fuel.is_some()).expect("wasmtime engine");
-        let mut linker = Linker::new(&engine);
-        abi::register(&mut linker).expect("register host functions");
+        let linker = crate::vm::linker(&engine).expect("register host functions");
         Self {
             engine,
             linker,

@@ -175,6 +175,16 @@ pub(crate) struct VmSpec<'a> {
     pub fuel: Option<u64>,
 }
 
+/// A linker with every import a filter may use: the proxy-wasm ABI (`env`)
+/// and the WASI subset Envoy offers, registered here as a wasmtime
+/// embedder adds each interface to its linker.
+pub(crate) fn linker(engine: &Engine) -> Result<Linker<Host>> {
+    let mut linker = Linker::new(engine);
+    crate::abi::register(&mut linker)?;
+    crate::wasi::register(&mut linker)?;
+    Ok(linker)
+}
+
 pub(crate) fn engine(fuel: bool) -> Result<Engine> {
     let mut config = wasmtime::Config::new();
     config.consume_fuel(fuel);

@@ -4,8 +4,8 @@
 //! `vm_config.environment_variables`, and `proc_exit` ends the VM.
 
 use crate::abi::log;
+use crate::log_level::LogLevel;
 use crate::vm::{mem, Host};
-use crate::world::LogLevel;
 use wasmtime::{bail, Result};
 use wasmtime::{Caller, Linker};
 
