@@ -1,6 +1,6 @@
 //! Byte-slice helpers for the request path, written for Wasm: there
-//! `memcmp` compares byte by byte, and every header lookup and token-cache
-//! hit compares bytes.
+//! `memcmp` compares byte by byte, and a token-cache hit compares a whole
+//! token.
 
 /// `a == b`, eight bytes at a time.
 pub fn same(a: &[u8], b: &[u8]) -> bool {
@@ -29,23 +29,6 @@ fn word(s: &[u8], i: usize) -> u64 {
         .map_or(0, u64::from_le_bytes)
 }
 
-/// A 32-bit digest of a header name in constant time: its length and its
-/// first, middle and last eight bytes (every byte of a shorter name).
-/// Header names share long prefixes and suffixes (`x-envoy-…-timeout-ms`),
-/// so the middle is what tells many apart.
-#[inline]
-pub fn name_digest(name: &[u8]) -> u32 {
-    let n = name.len();
-    let mixed = if n >= 8 {
-        let middle = n / 2 - 4;
-        word(name, 0) ^ word(name, middle).rotate_left(21) ^ word(name, n - 8).rotate_left(42)
-    } else {
-        name.iter().fold(0u64, |h, b| (h << 8) | u64::from(*b))
-    };
-    let h = (mixed ^ n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (h >> 32) as u32
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,48 +46,6 @@ mod tests {
             let mut longer = a.clone();
             longer.push(0);
             assert!(!same(&a, &longer), "len {len} vs {}", len + 1);
-        }
-    }
-
-    #[test]
-    fn names_policies_look_up_get_distinct_digests() {
-        let names = [
-            "x-envoy-upstream-rq-timeout-ms",
-            "x-envoy-upstream-rq-per-try-timeout-ms",
-            "x-envoy-expected-rq-timeout-ms",
-            "x-envoy-max-retries",
-            "x-envoy-retry-on",
-            "x-envoy-retry-grpc-on",
-            "x-envoy-retriable-status-codes",
-            "x-envoy-retriable-header-names",
-            "x-envoy-hedge-on-per-try-timeout",
-            "x-envoy-upstream-rq-timeout-alt-response",
-            "x-request-timeout-ms",
-            "grpc-timeout",
-            "x-request-id",
-            "x-forwarded-proto",
-            "x-forwarded-for",
-            "x-version",
-            "x-version-override",
-            "x-served-version",
-            "x-user-id",
-            "end-user",
-            "authorization",
-            "cookie",
-            "content-type",
-            "user-agent",
-            ":authority",
-            ":path",
-            ":method",
-            ":scheme",
-            "x-api-key",
-            "x-shadow",
-        ];
-        let mut seen = std::collections::HashMap::new();
-        for n in names {
-            if let Some(other) = seen.insert(name_digest(n.as_bytes()), n) {
-                panic!("{n} and {other} share a digest");
-            }
         }
     }
 }
