@@ -87,6 +87,8 @@ function ready() {
 export class Engine {
   #w;
   #jwks = new Map();
+  // route()'s answers by index, fetched from the module once.
+  #outcomes = null;
 
   constructor(inner) {
     if (!inner) throw new StateError({ kind: 'state', field: '', message: 'use Engine.compile(config)' });
@@ -144,12 +146,16 @@ export class Engine {
     const w = this.#inner();
     const random = options.random ?? Number.NaN;
     const flat = compact(request);
-    if (flat === null) return unwrap(w.route(json(request, 'request', 'request'), random));
-    const out = w.route_flat(flat, random);
-    if (out.startsWith('?')) return unwrap(out.slice(1));
-    if (out.startsWith('!')) return { status: Number(out.slice(1)) };
-    const at = out.indexOf('\0');
-    return { version: out.slice(0, at), rule: out.slice(at + 1) };
+    if (flat !== null) {
+      const at = w.route_flat(flat, random);
+      if (at >= 0) {
+        this.#outcomes ??= JSON.parse(w.route_outcomes());
+        const [version, rule] = this.#outcomes[at];
+        return { version, rule };
+      }
+      if (at < -1) return { status: -at };
+    }
+    return unwrap(w.route(json(request, 'request', 'request'), random));
   }
 
   /**
@@ -223,42 +229,69 @@ export class Engine {
 // parser gives the same answer or the typed error.
 const ASCII = /^[\x01-\x7f]*$/;
 function compact(r) {
-  if (r === null || typeof r !== 'object' || r.claims !== undefined) return null;
-  const known = ['method', 'path', 'authority', 'scheme', 'headers', 'cookies'];
-  for (const k in r) if (!known.includes(k)) return null;
-  const head = [r.method ?? 'GET', r.path ?? '/', r.authority ?? 'localhost', r.scheme ?? 'http'];
-  for (const v of head) if (typeof v !== 'string' || v.includes('\0')) return null;
-  let out = head.join('\0');
+  if (r === null || typeof r !== 'object') return null;
+  let method = 'GET', path = '/', authority = 'localhost', scheme = 'http', headers, cookies;
+  // Own keys only, as JSON.stringify sees them; a key set to undefined is
+  // left out there, and null is an error the JSON path names.
+  for (const k of Object.keys(r)) {
+    const v = r[k];
+    if (v === undefined) continue;
+    switch (k) {
+      case 'method': method = v; break;
+      case 'path': path = v; break;
+      case 'authority': authority = v; break;
+      case 'scheme': scheme = v; break;
+      case 'headers': headers = v; break;
+      case 'cookies': cookies = v; break;
+      default: return null; // claims, or a key the JSON parser names in its error
+    }
+  }
+  if (!plain(method) || !plain(path) || !plain(authority) || !plain(scheme)) return null;
+  let out = `${method}\0${path}\0${authority}\0${scheme}`;
   let cookieAt = -1;
   const pairs = [];
-  const headers = r.headers ?? {};
-  if (typeof headers !== 'object') return null;
-  for (const name of Object.keys(headers).sort()) {
-    if (!ASCII.test(name) || name.includes('\0')) return null;
-    const v = headers[name];
-    for (const one of Array.isArray(v) ? v : [v]) {
-      if (typeof one !== 'string' || one.includes('\0')) return null;
-      if (cookieAt < 0 && name.toLowerCase() === 'cookie') cookieAt = pairs.length;
-      pairs.push([name, one]);
+  if (headers !== undefined) {
+    if (!record(headers)) return null;
+    const names = Object.keys(headers);
+    if (names.length > 1) names.sort();
+    for (const name of names) {
+      if (!ASCII.test(name)) return null;
+      const v = headers[name];
+      if (Array.isArray(v)) {
+        for (const one of v) {
+          if (!plain(one)) return null;
+          if (cookieAt < 0 && isCookie(name)) cookieAt = pairs.length;
+          pairs.push(name, one);
+        }
+      } else {
+        if (!plain(v)) return null;
+        if (cookieAt < 0 && isCookie(name)) cookieAt = pairs.length;
+        pairs.push(name, v);
+      }
     }
   }
-  const cookies = r.cookies ?? {};
-  if (typeof cookies !== 'object') return null;
-  const names = Object.keys(cookies).sort();
-  if (names.length) {
-    const parts = [];
-    for (const n of names) {
-      const v = cookies[n];
-      if (!ASCII.test(n) || typeof v !== 'string' || v.includes('\0')) return null;
-      parts.push(`${n}=${v}`);
+  if (cookies !== undefined) {
+    if (!record(cookies)) return null;
+    const names = Object.keys(cookies);
+    if (names.length) {
+      if (names.length > 1) names.sort();
+      let folded = '';
+      for (const n of names) {
+        const v = cookies[n];
+        if (!ASCII.test(n) || !plain(v)) return null;
+        folded += folded ? `; ${n}=${v}` : `${n}=${v}`;
+      }
+      if (cookieAt >= 0) pairs[cookieAt + 1] += `; ${folded}`;
+      else pairs.push('cookie', folded);
     }
-    const folded = parts.join('; ');
-    if (cookieAt >= 0) pairs[cookieAt] = [pairs[cookieAt][0], `${pairs[cookieAt][1]}; ${folded}`];
-    else pairs.push(['cookie', folded]);
   }
-  for (const [k, v] of pairs) out += `\0${k}\0${v}`;
+  for (let i = 0; i < pairs.length; i++) out += `\0${pairs[i]}`;
   return out;
 }
+
+const record = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
+const plain = (v) => typeof v === 'string' && !v.includes('\0');
+const isCookie = (name) => name.length === 6 && name.toLowerCase() === 'cookie';
 
 function urlFor(step, clusters) {
   const base = clusters[step.cluster] ?? `https://${step.authority}`;

@@ -5,7 +5,8 @@
 //! them per VM: a long-lived engine verifies a repeated token once.
 
 use crate::decision::{AuthOutcome, Decision, Reply};
-use crate::engine::{lossy, remove, set, trace_rules, DecideOptions, Engine};
+use crate::engine::{lossy, trace_rules, DecideOptions, Engine};
+use crate::request::EditHeaders;
 use crate::Error;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -210,7 +211,7 @@ impl Engine {
         };
         // Only auth may set identity headers.
         for name in auth.stripped_headers() {
-            remove(&mut headers, name);
+            headers.remove(name);
         }
         let eval = auth.begin(&headers);
         if opts.explain {
@@ -388,7 +389,7 @@ impl Engine {
                 };
                 if let Some(id) = identity {
                     for (name, value) in auth.identity_headers(&id) {
-                        set(&mut headers, name, value.into_owned());
+                        headers.set(name, value.into_owned());
                     }
                     outcome.provider = Some(auth.provider_name(id.provider).to_owned());
                     outcome.subject = id.subject.as_deref().map(lossy);

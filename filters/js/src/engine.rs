@@ -8,6 +8,7 @@ use crate::decision::{
     Decision, FaultOutcome, Reply, Retries, RouterOutcome, ShadowChoice, ShadowOutcome,
     SplitOutcome, TimeoutsOutcome, TraceEntry, Upstream,
 };
+use crate::request::EditHeaders;
 use crate::Error;
 use serde_json::Value;
 use std::cell::Cell;
@@ -16,7 +17,7 @@ use switchyard_core::chain::{Policy, Sections};
 use switchyard_core::claims::claim;
 use switchyard_core::matcher::{cookie_value, path_without_query};
 use switchyard_core::path::PathNormalization;
-use switchyard_core::router::{Reason as RouteReason, Router, StickyConfig};
+use switchyard_core::router::{Outcome, Reason as RouteReason, Router, StickyConfig};
 use switchyard_core::shadow::{Decision as ShadowDecision, Mode as ShadowMode, Shadow};
 use switchyard_core::timeouts::{Budget, ReplyKind, Step, Timeouts};
 use switchyard_core::{ConfigError, HeaderList, RequestHeaders, WithClaims};
@@ -54,6 +55,14 @@ pub struct Engine {
 #[serde(untagged)]
 pub enum Route {
     Routed { version: String, rule: String },
+    Refused { status: u16 },
+}
+
+/// [`Engine::route_headers`]'s answer: an index into the router's
+/// [`Router::outcomes`], so a hot path hands back a number, not two strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routed {
+    Outcome(usize),
     Refused { status: u16 },
 }
 
@@ -171,7 +180,7 @@ impl Engine {
                 match setting.normalize(&raw) {
                     Ok(None) => {}
                     Ok(Some(normal)) => {
-                        set(headers, ":path", normal);
+                        headers.set(":path", normal);
                         d.path.normalized = true;
                     }
                     Err(why) => {
@@ -246,16 +255,32 @@ impl Engine {
         req: &crate::request::Request,
         random: Option<f64>,
     ) -> Result<Route, Error> {
-        self.route_headers(req.headers()?, req.claims.clone(), random)
+        let routed = self.route_headers(req.headers()?, req.claims.clone(), random)?;
+        Ok(match routed {
+            Routed::Outcome(i) => {
+                let o = &self.route_outcomes()[i];
+                Route::Routed {
+                    version: o.version.clone(),
+                    rule: o.rule.clone(),
+                }
+            }
+            Routed::Refused { status } => Route::Refused { status },
+        })
+    }
+
+    /// Every (rule, version) [`Engine::route_headers`] can answer, by index;
+    /// empty without a router.
+    pub fn route_outcomes(&self) -> &[Outcome] {
+        self.router.as_ref().map_or(&[], |r| r.outcomes())
     }
 
     /// [`Engine::route`] on a header map already built (pseudo-headers first).
     pub fn route_headers(
         &self,
-        mut headers: HeaderList,
+        mut headers: impl EditHeaders,
         claims: Option<Value>,
         random: Option<f64>,
-    ) -> Result<Route, Error> {
+    ) -> Result<Routed, Error> {
         let Some(r) = &self.router else {
             return Err(Error::state("this engine has no router"));
         };
@@ -263,25 +288,23 @@ impl Engine {
             if let Some(raw) = headers.header(":path") {
                 match setting.normalize(raw) {
                     Ok(None) => {}
-                    Ok(Some(normal)) => set(&mut headers, ":path", normal),
-                    Err(_) => return Ok(Route::Refused { status: 400 }),
+                    Ok(Some(normal)) => headers.set(":path", normal),
+                    Err(_) => return Ok(Routed::Refused { status: 400 }),
                 }
             }
         }
         if let Some(a) = &self.auth {
             for name in a.stripped_headers() {
-                remove(&mut headers, name);
+                headers.remove(name);
             }
         }
         let view = WithClaims {
             headers: &headers,
             claims,
         };
-        let dec = r.decide(&view, self.next_draw(random));
-        Ok(Route::Routed {
-            version: dec.version.to_owned(),
-            rule: dec.rule.to_owned(),
-        })
+        Ok(Routed::Outcome(
+            r.decide(&view, self.next_draw(random)).outcome,
+        ))
     }
 
     /// `decide`: every policy but auth, whose place the caller's verified
@@ -299,7 +322,7 @@ impl Engine {
         }
         if let Some(a) = &self.auth {
             for name in a.stripped_headers() {
-                remove(&mut headers, name);
+                headers.remove(name);
             }
         }
         self.after_auth(headers, req.claims.clone(), opts, &mut d);
@@ -379,11 +402,7 @@ impl Engine {
         };
         drop(view);
         // Replacing the header also drops any client-sent value.
-        set(
-            headers,
-            r.version_header(),
-            outcome.version.as_bytes().to_vec(),
-        );
+        headers.set(r.version_header(), outcome.version.as_bytes().to_vec());
         if let Some(h) = r.served_version_header() {
             d.response_headers
                 .push((h.to_owned(), outcome.version.clone()));
@@ -469,10 +488,10 @@ impl Engine {
             Step::Forward(fwd) => {
                 let set_now = t.router_headers(&adm, &fwd);
                 for (name, value) in &set_now {
-                    set(headers, name, value.as_bytes().to_vec());
+                    headers.set(name, value.as_bytes().to_vec());
                 }
                 for name in t.removed_headers(&adm, &set_now) {
-                    remove(headers, name);
+                    headers.remove(name);
                 }
                 outcome.budget_ms = fwd.timeout_ms;
                 outcome.per_try_timeout_ms = fwd.per_try_timeout_ms;
@@ -512,9 +531,9 @@ impl Engine {
         trace: &mut Option<Vec<TraceEntry>>,
     ) {
         if s.receiver.is_some() && s.is_shadow(&*headers) {
-            set(headers, s.tag_header(), b"true".to_vec());
+            headers.set(s.tag_header(), b"true".to_vec());
             for h in s.strip_headers() {
-                remove(headers, h);
+                headers.remove(h);
             }
             if let Some(status) = s.answer_unsafe(&*headers) {
                 d.reply = Some(Reply {
@@ -536,8 +555,8 @@ impl Engine {
             return;
         }
         // Only this filter decides what is shadowed and what is a shadow.
-        remove(headers, s.cluster_header());
-        remove(headers, s.tag_header());
+        headers.remove(s.cluster_header());
+        headers.remove(s.tag_header());
         let draw = self.next_draw(opts.random);
         let view = WithClaims {
             headers: &*headers,
@@ -574,11 +593,7 @@ impl Engine {
         let mirror = choice(decisions.mirror);
         if let ShadowDecision::Shadow(r) = decisions.mirror {
             if let Some(rule) = s.rules.get(r) {
-                set(
-                    headers,
-                    s.cluster_header(),
-                    rule.target_cluster.as_bytes().to_vec(),
-                );
+                headers.set(s.cluster_header(), rule.target_cluster.as_bytes().to_vec());
             }
         }
         d.shadow = Some(ShadowOutcome {
@@ -630,28 +645,6 @@ fn sticky_key(sticky: Option<&StickyConfig>, req: &impl RequestHeaders) -> Optio
 
 pub(crate) fn lossy(v: &[u8]) -> String {
     String::from_utf8_lossy(v).into_owned()
-}
-
-/// Replaces every value of `name` with one (as `set_http_request_header`).
-pub(crate) fn set(headers: &mut HeaderList, name: &str, value: Vec<u8>) {
-    match headers.0.iter().position(|(k, _)| k == name) {
-        Some(first) => {
-            headers.0[first].1 = value;
-            let mut i = first + 1;
-            while i < headers.0.len() {
-                if headers.0[i].0 == name {
-                    headers.0.remove(i);
-                } else {
-                    i += 1;
-                }
-            }
-        }
-        None => headers.0.push((name.to_owned(), value)),
-    }
-}
-
-pub(crate) fn remove(headers: &mut HeaderList, name: &str) {
-    headers.0.retain(|(k, _)| k != name);
 }
 
 fn upstream(headers: &HeaderList) -> Upstream {

@@ -152,19 +152,31 @@ impl WasmEngine {
         })())
     }
 
-    /// `route` on the compact form (see [`request::headers_from_flat`]),
-    /// answering `version NUL rule`, `!status` for a refused path, or `?`
-    /// and the error's JSON.
-    pub fn route_flat(&self, flat: &str, random: f64) -> String {
+    /// `route` on the compact form (see [`request::headers_from_flat`]):
+    /// the index of the answer in [`WasmEngine::route_outcomes`], minus a
+    /// refused path's status (`-400`), or `-1` for anything else, which the
+    /// wrapper sends again as JSON to get its typed error.
+    pub fn route_flat(&self, flat: &str, random: f64) -> i32 {
         let routed = request::headers_from_flat(flat).and_then(|h| {
             self.engine
                 .route_headers(h, None, random.is_finite().then_some(random))
         });
         match routed {
-            Ok(engine::Route::Routed { version, rule }) => format!("{version}\0{rule}"),
-            Ok(engine::Route::Refused { status }) => format!("!{status}"),
-            Err(e) => format!("?{}", answer::<()>(Err(e))),
+            Ok(engine::Routed::Outcome(i)) => i32::try_from(i).unwrap_or(-1),
+            Ok(engine::Routed::Refused { status }) => -i32::from(status),
+            Err(_) => -1,
         }
+    }
+
+    /// `[[version, rule], …]`: what `route_flat`'s indexes stand for.
+    pub fn route_outcomes(&self) -> String {
+        let pairs: Vec<[&str; 2]> = self
+            .engine
+            .route_outcomes()
+            .iter()
+            .map(|o| [o.version.as_str(), o.rule.as_str()])
+            .collect();
+        serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".into())
     }
 
     /// Starts `authorize`: `{state: "done", decision}` or what to fetch.

@@ -4,8 +4,9 @@
 
 use serde::Deserialize;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
-use switchyard_core::HeaderList;
+use switchyard_core::{HeaderList, RequestHeaders};
 
 /// `{method, path, authority, scheme, headers, cookies, claims}`; every key
 /// but `path` may be left out.
@@ -137,30 +138,108 @@ impl Request {
 /// The compact form `route` takes on its fast path: method, path,
 /// authority, scheme, then name, value, … all joined by NUL (which no
 /// header may carry; the JavaScript side sends anything else as JSON).
-/// Names are lower-cased here; `cookie` comes already folded.
-pub fn headers_from_flat(flat: &str) -> Result<HeaderList, crate::Error> {
+/// `cookie` comes already folded.
+///
+/// The map borrows from the text: a hot path that allocated every name and
+/// value spent a quarter of its time in the allocator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlatHeaders<'a>(pub Vec<(Cow<'a, str>, Cow<'a, [u8]>)>);
+
+/// Reads the compact form; names are lower-cased (a copy only when a name
+/// has capitals).
+pub fn headers_from_flat(flat: &str) -> Result<FlatHeaders<'_>, crate::Error> {
     let mut parts = flat.split('\0');
-    let mut list = HeaderList(Vec::with_capacity(8));
+    let mut list = FlatHeaders(Vec::with_capacity(8));
     for pseudo in [":method", ":path", ":authority", ":scheme"] {
         let v = parts
             .next()
             .ok_or_else(|| crate::Error::request(pseudo, "missing from the compact request"))?;
-        list.0.push((pseudo.to_owned(), v.as_bytes().to_vec()));
+        list.0
+            .push((Cow::Borrowed(pseudo), Cow::Borrowed(v.as_bytes())));
     }
     while let Some(name) = parts.next() {
-        let lower = name.to_ascii_lowercase();
-        if lower.is_empty() || lower.starts_with(':') {
+        if name.is_empty() || name.starts_with(':') {
             return Err(crate::Error::request(
                 format!("headers.{name}"),
                 "not a header name",
             ));
         }
+        let lower = match name.bytes().any(|b| b.is_ascii_uppercase()) {
+            true => Cow::Owned(name.to_ascii_lowercase()),
+            false => Cow::Borrowed(name),
+        };
         let value = parts
             .next()
             .ok_or_else(|| crate::Error::request(format!("headers.{name}"), "no value"))?;
-        list.0.push((lower, value.as_bytes().to_vec()));
+        list.0.push((lower, Cow::Borrowed(value.as_bytes())));
     }
     Ok(list)
+}
+
+impl RequestHeaders for FlatHeaders<'_> {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| &**v)
+    }
+
+    fn each_value(&self, name: &str, f: &mut dyn FnMut(&[u8])) {
+        for (_, v) in self.0.iter().filter(|(k, _)| k == name) {
+            f(v);
+        }
+    }
+}
+
+/// A header map a host hands the engine to edit before its policies read
+/// it: the path check writes the normalised `:path`, auth strips the
+/// identity headers a client may not send.
+pub trait EditHeaders: RequestHeaders {
+    /// Sets `name` to `value`: the first occurrence replaced, the others removed.
+    fn set(&mut self, name: &str, value: Vec<u8>);
+    /// Removes every occurrence of `name`.
+    fn remove(&mut self, name: &str);
+}
+
+impl EditHeaders for HeaderList {
+    fn set(&mut self, name: &str, value: Vec<u8>) {
+        match self.0.iter().position(|(k, _)| k == name) {
+            Some(first) => {
+                self.0[first].1 = value;
+                let mut at = 0;
+                self.0.retain(|(k, _)| {
+                    let keep = at <= first || k != name;
+                    at += 1;
+                    keep
+                });
+            }
+            None => self.0.push((name.to_owned(), value)),
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        self.0.retain(|(k, _)| k != name);
+    }
+}
+
+impl EditHeaders for FlatHeaders<'_> {
+    fn set(&mut self, name: &str, value: Vec<u8>) {
+        match self.0.iter().position(|(k, _)| k == name) {
+            Some(first) => {
+                self.0[first].1 = Cow::Owned(value);
+                let mut at = 0;
+                self.0.retain(|(k, _)| {
+                    let keep = at <= first || k != name;
+                    at += 1;
+                    keep
+                });
+            }
+            None => self
+                .0
+                .push((Cow::Owned(name.to_owned()), Cow::Owned(value))),
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        self.0.retain(|(k, _)| k != name);
+    }
 }
 
 #[cfg(test)]
@@ -207,10 +286,45 @@ mod tests {
         ]
         .join("\0");
         let flat = headers_from_flat(&flat).unwrap();
-        assert_eq!(flat, json);
+        let flat: Vec<(String, Vec<u8>)> = flat
+            .0
+            .into_iter()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        assert_eq!(flat, json.0);
         assert!(headers_from_flat("GET\0/").is_err());
         assert!(headers_from_flat("GET\0/\0h\0http\0name").is_err());
         assert!(headers_from_flat("GET\0/\0h\0http\0:path\0/x").is_err());
+    }
+
+    #[test]
+    fn both_maps_edit_alike() {
+        let text = ["GET", "/a", "h", "http", "x", "1", "y", "2", "x", "3"].join("\0");
+        let mut flat = headers_from_flat(&text).unwrap();
+        let mut list = HeaderList(
+            flat.0
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_vec()))
+                .collect(),
+        );
+        for (name, value) in [("x", "9"), (":path", "/b"), ("z", "new")] {
+            flat.set(name, value.into());
+            list.set(name, value.into());
+        }
+        flat.remove("y");
+        list.remove("y");
+        let flat: Vec<(String, Vec<u8>)> = flat
+            .0
+            .into_iter()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        assert_eq!(flat, list.0);
+        let names: Vec<&str> = list.0.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [":method", ":path", ":authority", ":scheme", "x", "z"]
+        );
+        assert_eq!(list.header("x"), Some(&b"9"[..]));
     }
 
     #[test]

@@ -65,6 +65,9 @@ test('route() answers what decide().router does, without the rest', () => {
     { path: '/productpage', headers: { 'end-user': ['jason', 'bob'] } },
     { path: '/productpage', claims: { sub: 'x' }, headers: { 'end-user': 'jason' } },
     { path: '/reviews/1', cookies: { 'ü': 'x', user: 'u8' } },
+    { path: '/reviews/1', headers: { Cookie: ['user=u8', 'b=2'] }, cookies: { c: '3' } },
+    { path: '/productpage', method: undefined, headers: { 'end-user': 'jason', 'x-gone': undefined } },
+    { path: '/productpage', headers: { 'x-pin': 'v2', 'end-user': 'jason' } },
   ];
   for (const r of requests) {
     const d = engine.decide(r).router;
@@ -73,6 +76,11 @@ test('route() answers what decide().router does, without the rest', () => {
   assert.equal(engine.route({ path: '/reviews/1' }, { random: 0.95 }).version, 'v2');
   assert.deepEqual(engine.route({ path: '/a%2fb' }), { status: 400 });
   assert.throws(() => engine.route({ headers: { a: 1 } }), RequestError);
+  // What the compact form cannot carry goes as JSON, whose parser names the field.
+  for (const bad of [{ method: null }, { headers: null }, { headers: ['a'] }, { cookies: { a: 1 } }, { pathh: '/' }]) {
+    assert.throws(() => engine.route(bad), RequestError, JSON.stringify(bad));
+  }
+  assert.throws(() => engine.route({ headers: { ':path': '/x' } }), (e) => e instanceof RequestError && e.field === 'headers.:path');
   engine.free();
   const noRouter = Engine.compile({ timeouts: {} });
   assert.throws(() => noRouter.route({ path: '/' }), StateError);
