@@ -1,5 +1,6 @@
 //! Parsing JSON configuration into typed values, with errors that name the field.
 
+use crate::json_path;
 use serde::de::{self, DeserializeOwned, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -34,13 +35,14 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Deserialises `bytes` as JSON, reporting the path of the offending field.
+/// Deserialises `bytes` as JSON, reporting the path of the offending field
+/// (found from where the parser stopped: [`crate::json_path`]).
 pub fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
-        let path = err.path().to_string();
-        let field = if path == "." { String::new() } else { path };
-        ConfigError::new(field, err.inner().to_string())
+    let value = T::deserialize(&mut de).map_err(|err| {
+        let at = json_path::error_offset(bytes, &err);
+        let field = json_path::path_at(bytes, at, err.is_syntax());
+        ConfigError::new(field, err.to_string())
     })?;
     de.end().map_err(|err| {
         ConfigError::new("", format!("trailing data after the JSON value: {err}"))

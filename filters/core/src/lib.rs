@@ -12,6 +12,7 @@ pub mod claims;
 pub mod config;
 pub mod headers;
 pub mod json;
+pub mod json_path;
 pub mod matcher;
 pub mod path;
 pub mod router;

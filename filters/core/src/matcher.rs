@@ -385,7 +385,11 @@ mod tests {
         let err = RequestMatch::compile(&cfg, "routes[0].match").unwrap_err();
         assert_eq!(err.field, "routes[0].match.headers.x.regex");
         let err = from_json::<MatchConfig>(br#"{"headers": {"x": {"exact": "a", "prefix": "b"}}}"#);
-        assert!(err.is_err());
+        assert_eq!(
+            err.unwrap_err().field,
+            "headers.x",
+            "two kinds of match: the block is at fault"
+        );
         let err = from_json::<MatchConfig>(br#"{"header": {}}"#).unwrap_err();
         assert!(err.message.contains("unknown field `header`"));
         let cfg = from_json::<MatchConfig>(br#"{"method": []}"#).unwrap();
@@ -402,7 +406,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.message.contains("duplicate key `end-user`"), "{err}");
-        assert_eq!(err.field, "headers", "{err}");
+        assert_eq!(err.field, "headers.end-user", "{err}");
         for twice in [
             br#"{"cookies": {"b": {"exact": "1"}, "b": {"exact": "2"}}}"#.as_slice(),
             br#"{"query": {"q": {"exact": "1"}, "q": {"exact": "1"}}}"#,

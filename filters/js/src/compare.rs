@@ -66,9 +66,7 @@ fn captured(r: Response, limit: usize) -> Captured {
 /// filter checks it.
 pub fn diff(primary: &str, shadow: &str, options: &str) -> Result<Diff, Error> {
     let parse = |text: &str, what: &str| -> Result<Response, Error> {
-        let de = &mut serde_json::Deserializer::from_slice(text.as_bytes());
-        serde_path_to_error::deserialize(de)
-            .map_err(|e| Error::request(format!("{what}.{}", e.path()), e.inner().to_string()))
+        crate::from_json_under(text, what).map_err(|e| Error::request(e.field, e.message))
     };
     let (p, s) = (parse(primary, "primary")?, parse(shadow, "shadow")?);
     let compare: Value = serde_json::from_slice(options.as_bytes())

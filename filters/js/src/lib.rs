@@ -92,15 +92,22 @@ fn answer<T: Serialize>(result: Result<T, Error>) -> String {
 }
 
 fn parse<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, Error> {
-    let de = &mut serde_json::Deserializer::from_slice(text.as_bytes());
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." {
-            what.to_owned()
-        } else {
-            format!("{what}.{path}")
+    from_json_under(text, what).map_err(|e| Error::options(e.field, e.message))
+}
+
+/// Parses `text` as the core parses configuration, the field named under
+/// `prefix` (`options.nowMs`; `prefix` alone for the whole value).
+pub(crate) fn from_json_under<T: serde::de::DeserializeOwned>(
+    text: &str,
+    prefix: &str,
+) -> Result<T, switchyard_core::ConfigError> {
+    switchyard_core::config::from_json(text.as_bytes()).map_err(|mut e| {
+        e.field = match (prefix.is_empty(), e.field.is_empty()) {
+            (true, _) => e.field,
+            (false, true) => prefix.to_owned(),
+            (false, false) => format!("{prefix}.{}", e.field),
         };
-        Error::options(field, e.inner().to_string())
+        e
     })
 }
 

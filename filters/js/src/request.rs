@@ -86,9 +86,7 @@ fn default_scheme() -> String {
 impl Request {
     /// Parses a request, naming the field a bad one got wrong.
     pub fn from_json(text: &str) -> Result<Self, crate::Error> {
-        let de = &mut serde_json::Deserializer::from_slice(text.as_bytes());
-        serde_path_to_error::deserialize(de)
-            .map_err(|e| crate::Error::request(e.path().to_string(), e.inner().to_string()))
+        crate::from_json_under(text, "").map_err(|e| crate::Error::request(e.field, e.message))
     }
 
     /// The header map the filter's policies read.

@@ -283,7 +283,10 @@ fn bad_configuration_names_the_field() {
     let e = err(
         r#"{"default_version": "v1", "routes": [{"split": [{"version": "v1", "weight": 1}], "sticky": {"jwt": "sub"}}]}"#,
     );
-    assert_eq!(e.field, "routes[0].sticky");
+    assert_eq!(
+        e.field, "routes[0].sticky.jwt",
+        "an error about a key names it"
+    );
     let e = err(
         r#"{"default_version": "v1", "routes": [{"split": [{"version": "v1", "weight": 1}], "sticky": {"claim": ""}}]}"#,
     );
