@@ -28,9 +28,10 @@ WASM_BINDGEN_VERSION := 0.2.130
 WASM_BINDGEN  := $(CURDIR)/.tools/wasm-bindgen-$(WASM_BINDGEN_VERSION)/bin/wasm-bindgen
 JS_TARGET     := wasm32-unknown-unknown
 JS_PKG        := filters/js/pkg
-# Size budget (bytes) of the package's .wasm after wasm-opt; `make js` fails over it. The issue
-# targets 800 kB; it is 820 kB (README, JavaScript package, says what bounds it).
-export BUDGET_js := 830000
+# Size budgets (bytes) of the package's .wasm after wasm-opt, raw and gzip -9: the issue's
+# targets (800 kB, 300 kB gzipped); `make js` fails over either.
+export BUDGET_js := 800000
+export BUDGET_js_gzip := 300000
 
 .PHONY: all setup build test lint demo bench oci clean sizes js js-test bench-js playground playground-build browser-test fuzz example-test soak
 
@@ -63,8 +64,9 @@ js: $(WASM_BINDGEN) $(WASM_OPT) .setup-js-target
 	cp filters/js/npm/* $(JS_PKG)/
 	@size=$$(stat -c %s $(JS_PKG)/wasm/switchyard_policy_bg.wasm); \
 	  gz=$$(gzip -9 -c $(JS_PKG)/wasm/switchyard_policy_bg.wasm | wc -c); \
-	  printf '%-20s %8d bytes, %d gzipped (budget %d)\n' switchyard_policy.wasm $$size $$gz $$BUDGET_js; \
-	  [ $$size -le $$BUDGET_js ] || { echo "the package's .wasm is over its size budget" >&2; exit 1; }
+	  printf '%-20s %8d bytes, %d gzipped (budgets %d, %d)\n' switchyard_policy.wasm $$size $$gz $$BUDGET_js $$BUDGET_js_gzip; \
+	  [ $$size -le $$BUDGET_js ] || { echo "the package's .wasm is over its size budget" >&2; exit 1; }; \
+	  [ $$gz -le $$BUDGET_js_gzip ] || { echo "the package's .wasm is over its gzipped size budget" >&2; exit 1; }
 
 .setup-js-target:
 	@rustup target list --installed | grep -qx $(JS_TARGET) || rustup target add $(JS_TARGET)
