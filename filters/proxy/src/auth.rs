@@ -8,6 +8,7 @@
 
 use crate::chain::{Handle, Policy, Stream};
 use crate::host::{self, Counter, Headers, Level};
+use crate::stats;
 use crate::vm::Action;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -44,33 +45,30 @@ struct Counters {
 
 impl Counters {
     fn define(auth: &Auth) -> Self {
-        let per_provider = |what: &str| -> Vec<Counter> {
+        let per_provider = |pattern: &str| -> Vec<Counter> {
             (0..auth.provider_count())
-                .map(|p| {
-                    Counter::define(&format!(
-                        "switchyard.auth.{}.{what}",
-                        host::stat_fragment(auth.provider_name(p))
-                    ))
-                })
+                .map(|p| Counter::define(&stats::name(pattern, &[auth.provider_name(p)])))
                 .collect()
         };
         Self {
-            allowed: Counter::define("switchyard.auth.allowed"),
-            denied: Counter::define("switchyard.auth.denied"),
-            dry_run_denied: Counter::define("switchyard.auth.dry_run_denied"),
-            header_errors: Counter::define("switchyard.auth.header_errors"),
+            allowed: Counter::define(stats::auth::ALLOWED),
+            denied: Counter::define(stats::auth::DENIED),
+            dry_run_denied: Counter::define(stats::auth::DRY_RUN_DENIED),
+            header_errors: Counter::define(stats::auth::HEADER_ERRORS),
             by_reason: Reason::ALL
                 .iter()
-                .map(|r| Counter::define(&format!("switchyard.auth.denied.{}", r.as_str())))
+                .map(|r| {
+                    Counter::define(&stats::name(stats::auth::DENIED_BY_REASON, &[r.as_str()]))
+                })
                 .collect(),
-            provider_allowed: per_provider("allowed"),
-            provider_denied: per_provider("denied"),
-            jwks_ok: per_provider("jwks_fetch_ok"),
-            jwks_failed: per_provider("jwks_fetch_failed"),
-            jwks_ready: per_provider("jwks_ready"),
-            jwks_expired: per_provider("jwks_expired"),
-            failed_open: per_provider("failed_open"),
-            verify_host: Counter::define("switchyard.auth.signature_checks_by_host"),
+            provider_allowed: per_provider(stats::auth::PROVIDER_ALLOWED),
+            provider_denied: per_provider(stats::auth::PROVIDER_DENIED),
+            jwks_ok: per_provider(stats::auth::JWKS_FETCH_OK),
+            jwks_failed: per_provider(stats::auth::JWKS_FETCH_FAILED),
+            jwks_ready: per_provider(stats::auth::JWKS_READY),
+            jwks_expired: per_provider(stats::auth::JWKS_EXPIRED),
+            failed_open: per_provider(stats::auth::FAILED_OPEN),
+            verify_host: Counter::define(stats::auth::SIGNATURE_CHECKS_BY_HOST),
         }
     }
 }

@@ -14,6 +14,7 @@ pub(crate) mod request;
 pub mod router;
 pub mod sections;
 pub mod shadow;
+pub mod stats;
 pub mod timeouts;
 pub mod vm;
 

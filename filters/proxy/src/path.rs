@@ -4,6 +4,7 @@
 //! the host as usual, so every rule, and the upstream, sees the same path.
 
 use crate::host::{self, Counter, Level};
+use crate::stats;
 use crate::vm::Action;
 use switchyard_core::path::{Ambiguity, PathNormalization};
 use switchyard_core::RequestHeaders;
@@ -19,11 +20,13 @@ impl PathGuard {
     pub(crate) fn new(setting: PathNormalization) -> Self {
         Self {
             setting,
-            normalized: Counter::define("switchyard.path.normalized"),
-            rejected: Counter::define("switchyard.path.rejected"),
+            normalized: Counter::define(stats::path::NORMALIZED),
+            rejected: Counter::define(stats::path::REJECTED),
             by_reason: Ambiguity::ALL
                 .iter()
-                .map(|a| Counter::define(&format!("switchyard.path.rejected.{}", a.as_str())))
+                .map(|a| {
+                    Counter::define(&stats::name(stats::path::REJECTED_BY_REASON, &[a.as_str()]))
+                })
                 .collect(),
         }
     }

@@ -3,6 +3,7 @@
 
 use crate::chain::{Policy, Stream};
 use crate::host::{self, Counter, Headers};
+use crate::stats;
 use crate::vm::Action;
 use std::rc::Rc;
 use switchyard_core::router::Router;
@@ -48,18 +49,17 @@ impl Policy for RouterRoot {
             .outcomes()
             .iter()
             .map(|o| {
-                Counter::define(&format!(
-                    "switchyard.router.{}.{}.requests",
-                    host::stat_fragment(&o.rule),
-                    host::stat_fragment(&o.version)
+                Counter::define(&stats::name(
+                    stats::router::DECISIONS,
+                    &[&o.rule, &o.version],
                 ))
             })
             .collect();
         self.shared = Some(Rc::new(Shared {
             router,
             decisions,
-            override_rejected: Counter::define("switchyard.router.override_rejected"),
-            header_errors: Counter::define("switchyard.router.header_errors"),
+            override_rejected: Counter::define(stats::router::OVERRIDE_REJECTED),
+            header_errors: Counter::define(stats::router::HEADER_ERRORS),
         }));
         true
     }

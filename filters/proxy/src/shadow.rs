@@ -10,6 +10,7 @@
 
 use crate::chain::{Handle, Policy, Stream};
 use crate::host::{self, Counter, Headers, Level};
+use crate::stats;
 use crate::vm::Action;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -38,23 +39,18 @@ struct RuleCounters {
 
 impl RuleCounters {
     fn define(rule: &str) -> Self {
-        let c = |what: &str| {
-            Counter::define(&format!(
-                "switchyard.shadow.{}.{what}",
-                host::stat_fragment(rule)
-            ))
-        };
+        let c = |pattern: &str| Counter::define(&stats::name(pattern, &[rule]));
         Self {
-            sampled: c("sampled"),
-            matched: c("match"),
-            mismatch_status: c("mismatch.status"),
-            mismatch_headers: c("mismatch.headers"),
-            mismatch_body: c("mismatch.body"),
-            body_skipped: c("body_skipped"),
-            shadow_error: c("shadow_error"),
-            shadow_timeout: c("shadow_timeout"),
-            unsafe_method: c("unsafe_method"),
-            dropped: c("dropped"),
+            sampled: c(stats::shadow::SAMPLED),
+            matched: c(stats::shadow::MATCH),
+            mismatch_status: c(stats::shadow::MISMATCH_STATUS),
+            mismatch_headers: c(stats::shadow::MISMATCH_HEADERS),
+            mismatch_body: c(stats::shadow::MISMATCH_BODY),
+            body_skipped: c(stats::shadow::BODY_SKIPPED),
+            shadow_error: c(stats::shadow::SHADOW_ERROR),
+            shadow_timeout: c(stats::shadow::SHADOW_TIMEOUT),
+            unsafe_method: c(stats::shadow::UNSAFE_METHOD),
+            dropped: c(stats::shadow::DROPPED),
         }
     }
 }
@@ -140,9 +136,9 @@ impl Policy for ShadowRoot {
                 .iter()
                 .map(|r| RuleCounters::define(&r.name))
                 .collect(),
-            received: Counter::define("switchyard.shadow.received"),
-            answered_unsafe: Counter::define("switchyard.shadow.answered_unsafe"),
-            header_errors: Counter::define("switchyard.shadow.header_errors"),
+            received: Counter::define(stats::shadow::RECEIVED),
+            answered_unsafe: Counter::define(stats::shadow::ANSWERED_UNSAFE),
+            header_errors: Counter::define(stats::shadow::HEADER_ERRORS),
         };
         let state = State {
             logged: vec![0; shadow.rules.len()],

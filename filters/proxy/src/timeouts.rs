@@ -7,6 +7,7 @@
 
 use crate::chain::{Arrival, Handle, Policy, Stream};
 use crate::host::{self, Counter, Level};
+use crate::stats;
 use crate::vm::Action;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -33,38 +34,31 @@ struct Counters {
 
 impl Counters {
     fn define(t: &Timeouts) -> Self {
-        let rule = |prefix: String| RuleCounters {
-            timeout_set: Counter::define(&format!("{prefix}.timeout_set")),
-            deadline_capped: Counter::define(&format!("{prefix}.deadline_capped")),
-            deadline_exceeded: Counter::define(&format!("{prefix}.deadline_exceeded")),
+        let rule = |patterns: [&str; 3], name: &[&str]| {
+            let [set, capped, exceeded] = patterns.map(|p| Counter::define(&stats::name(p, name)));
+            RuleCounters {
+                timeout_set: set,
+                deadline_capped: capped,
+                deadline_exceeded: exceeded,
+            }
         };
-        let fault = |what: &str| -> Vec<Counter> {
+        let fault = |pattern: &str| -> Vec<Counter> {
             t.faults
                 .iter()
-                .map(|f| {
-                    Counter::define(&format!(
-                        "switchyard.timeouts.fault.{}.{what}",
-                        host::stat_fragment(&f.name)
-                    ))
-                })
+                .map(|f| Counter::define(&stats::name(pattern, &[&f.name])))
                 .collect()
         };
         Self {
             rules: t
                 .rules
                 .iter()
-                .map(|r| {
-                    rule(format!(
-                        "switchyard.timeouts.rule.{}",
-                        host::stat_fragment(&r.name)
-                    ))
-                })
-                .chain([rule("switchyard.timeouts.no_rule".into())])
+                .map(|r| rule(stats::timeouts::RULE, &[&r.name]))
+                .chain([rule(stats::timeouts::NO_RULE, &[])])
                 .collect(),
-            delayed: fault("delayed"),
-            aborted: fault("aborted"),
-            deadline_malformed: Counter::define("switchyard.timeouts.deadline_malformed"),
-            header_errors: Counter::define("switchyard.timeouts.header_errors"),
+            delayed: fault(stats::timeouts::FAULT_DELAYED),
+            aborted: fault(stats::timeouts::FAULT_ABORTED),
+            deadline_malformed: Counter::define(stats::timeouts::DEADLINE_MALFORMED),
+            header_errors: Counter::define(stats::timeouts::HEADER_ERRORS),
         }
     }
 
