@@ -14,6 +14,7 @@ mod credentials;
 mod ext_auth;
 pub mod jwt;
 mod jwt_provider;
+pub mod refresh;
 pub mod shared_keys;
 #[cfg(test)]
 mod tests;

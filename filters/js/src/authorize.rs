@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::rc::Rc;
 use switchyard_core::auth::jwt::KeySet;
+use switchyard_core::auth::refresh::RefreshSchedule;
 use switchyard_core::auth::{
-    jwks_retry_after_ms, key_set_expired, Auth, Caches, Env, Evaluation, ExtAuthAnswer, Step,
-    Verdict,
+    key_set_expired, Auth, Caches, Env, Evaluation, ExtAuthAnswer, Step, Verdict,
 };
 use switchyard_core::HeaderList;
 
@@ -27,8 +27,7 @@ pub struct AuthState {
     keys: Vec<Option<Rc<KeySet>>>,
     /// When each remote key set held was fetched (for `max_stale_s`).
     loaded_ms: Vec<u64>,
-    next_fetch_ms: Vec<u64>,
-    failures: Vec<u32>,
+    schedule: Vec<RefreshSchedule>,
     caches: Caches,
     pending: HashMap<u32, Pending>,
     next_id: u32,
@@ -105,8 +104,7 @@ impl AuthState {
         Self {
             keys: Vec::new(),
             loaded_ms: Vec::new(),
-            next_fetch_ms: Vec::new(),
-            failures: Vec::new(),
+            schedule: Vec::new(),
             caches: Caches::new(0),
             pending: HashMap::new(),
             next_id: 1,
@@ -118,8 +116,7 @@ impl AuthState {
         Self {
             keys: (0..n).map(|p| auth.static_keys(p)).collect(),
             loaded_ms: vec![0; n],
-            next_fetch_ms: vec![0; n],
-            failures: vec![0; n],
+            schedule: vec![RefreshSchedule::default(); n],
             caches: Caches::new(auth.cache_entries()),
             pending: HashMap::new(),
             next_id: 1,
@@ -152,14 +149,11 @@ impl AuthState {
                 let skipped = set.skipped.len();
                 self.keys[p] = Some(Rc::new(set));
                 self.loaded_ms[p] = now_ms;
-                self.failures[p] = 0;
-                self.next_fetch_ms[p] = now_ms.saturating_add(cfg.refresh_s.saturating_mul(1000));
+                self.schedule[p].fetched(now_ms, cfg.refresh_s);
                 Ok(skipped)
             }
             Err(why) => {
-                self.failures[p] = self.failures[p].saturating_add(1);
-                self.next_fetch_ms[p] =
-                    now_ms.saturating_add(jwks_retry_after_ms(self.failures[p], cfg.refresh_s));
+                self.schedule[p].failed(now_ms, cfg.refresh_s);
                 Err(why)
             }
         }
@@ -182,7 +176,7 @@ impl AuthState {
             .filter(|&p| {
                 auth.remote_jwks(p).is_some()
                     && self.keys[p].is_some()
-                    && now_ms >= self.next_fetch_ms[p]
+                    && self.schedule[p].due(now_ms)
             })
             .collect()
     }
@@ -311,7 +305,7 @@ impl Engine {
                         continue;
                     };
                     // A fetch failed lately: do not wait again before its retry time.
-                    if state.failures[p] > 0 && now_ms < state.next_fetch_ms[p] {
+                    if state.schedule[p].backing_off(now_ms) {
                         pending.eval.keys_unavailable(p);
                         continue;
                     }

@@ -14,11 +14,11 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use switchyard_core::auth::jwt::{HostVerify, KeySet};
+use switchyard_core::auth::refresh::RefreshSchedule;
 use switchyard_core::auth::shared_keys::SharedKeySet;
 use switchyard_core::auth::verify_signature;
 use switchyard_core::auth::{
-    jwks_retry_after_ms, key_set_expired, Auth, Caches, Denial, Env, Evaluation, ExtAuthAnswer,
-    Reason, Step, Verdict,
+    key_set_expired, Auth, Caches, Denial, Env, Evaluation, ExtAuthAnswer, Reason, Step, Verdict,
 };
 use switchyard_core::claims::CLAIMS_PROPERTY;
 use switchyard_core::HeaderList;
@@ -85,8 +85,8 @@ struct Remote {
     ready: bool,
     /// The host refused shared data: this VM fetches on its own schedule.
     alone: bool,
-    next_fetch_ms: u64,
-    failures: u32,
+    /// Its own fetch schedule, when `alone`.
+    schedule: RefreshSchedule,
 }
 
 /// A request waiting for I/O, shared by its stream and whoever completes it.
@@ -178,8 +178,7 @@ impl Policy for AuthRoot {
                     loaded_ms: 0,
                     ready: false,
                     alone: false,
-                    next_fetch_ms: 0,
-                    failures: 0,
+                    schedule: RefreshSchedule::default(),
                 })
             })
             .collect();
@@ -255,7 +254,7 @@ impl Shared {
             if alone {
                 let due = self.state.borrow().remote[p]
                     .as_ref()
-                    .is_some_and(|r| !r.in_flight && now >= r.next_fetch_ms);
+                    .is_some_and(|r| !r.in_flight && r.schedule.due(now));
                 if due {
                     self.fetch_key_set(p, now);
                 }
@@ -408,8 +407,7 @@ impl Shared {
         let mut state = self.state.borrow_mut();
         if let Some(r) = state.remote[p].as_mut() {
             r.in_flight = false;
-            r.failures = r.failures.saturating_add(1);
-            r.next_fetch_ms = now + jwks_retry_after_ms(r.failures, refresh_s);
+            r.schedule.failed(now, refresh_s);
         }
     }
 
@@ -471,8 +469,7 @@ impl Shared {
                 });
                 if let Some(r) = self.state.borrow_mut().remote[p].as_mut() {
                     r.in_flight = false;
-                    r.failures = 0;
-                    r.next_fetch_ms = now + refresh_s * 1000;
+                    r.schedule.fetched(now, refresh_s);
                     r.loaded_ms = stored.unwrap_or(now.max(1));
                 }
                 self.install(p, set);
