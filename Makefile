@@ -140,14 +140,11 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS) $(FIXTURES)) -- -D warnings
 
-## test: lint, the JavaScript package's tests (Node, then the playground in Chromium), unit tests, and end-to-end tests in real Envoy; then the single-filter
-## tests (harness and Envoy) again, each filter replaced by switchyard.wasm with its section
-## (--workspace both times: the same feature set, so the second run rebuilds nothing; with -p
-## and a subset of packages, features resolved differently and wasmtime was compiled again)
-POLICY_TESTS := --test auth --test shadow --test timeouts --test version_router --test paths --test parity --test hostile_headers
+## test: lint, the JavaScript package's tests (Node, then the playground in Chromium), unit tests, and end-to-end tests in real Envoy;
+## the single-filter tests (harness and Envoy) run twice in it: as written, and as their
+## `<test>_through_chain` targets, each filter replaced by switchyard.wasm with its section
 test: setup build lint js-test browser-test example-test
 	$(CARGO) test --workspace
-	SWITCHYARD_CHAIN=1 $(CARGO) test --workspace $(POLICY_TESTS)
 
 ## example-test: a team's own filter crate outside this workspace (host-harness/examples/team-filter:
 ## its own workspace and lock file) builds its .wasm and tests it with the harness as a dev-dependency

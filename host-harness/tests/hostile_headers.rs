@@ -8,7 +8,7 @@
 //! exceeds the configured one; an anonymous request reaches only the
 //! anonymous paths, as the upstream will read them.
 //!
-//! `SWITCHYARD_CHAIN=1` runs the single-policy cases through
+//! Its `hostile_headers_through_chain` target runs the single-policy cases through
 //! `switchyard.wasm` with that section alone; the chain case always runs.
 
 mod common;

@@ -1,8 +1,8 @@
 //! The shared decision vectors (`tests/vectors/decisions.json`) against the
 //! real `.wasm` filters: what `@switchyard/policy` must also answer
 //! (`filters/js/test/parity.test.mjs`), so the package and the Envoy filter
-//! cannot drift apart. With `SWITCHYARD_CHAIN=1`, single-policy vectors run
-//! through `switchyard.wasm`.
+//! cannot drift apart. In its `parity_through_chain` target, single-policy
+//! vectors run through `switchyard.wasm`.
 
 mod common;
 

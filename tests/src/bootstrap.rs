@@ -140,8 +140,8 @@ impl Bootstrap {
         out
     }
 
-    /// What a test hands Envoy: this bootstrap, or with `SWITCHYARD_CHAIN=1`
-    /// (the second pass of `make test`) its chain-merged form.
+    /// What a test hands Envoy: this bootstrap, or in a `_through_chain`
+    /// test target its chain-merged form.
     pub fn for_this_run(&self) -> Self {
         if through_chain() {
             self.merged_into_chain()
@@ -174,10 +174,17 @@ fn visit(v: &Value, f: &mut impl FnMut(&Value)) {
     }
 }
 
-/// True when `SWITCHYARD_CHAIN=1`: `make test` runs the filter tests once
-/// against each single filter and once against the one-VM chain.
+/// True in a `<test>_through_chain` target (see Cargo.toml): the same tests
+/// as `<test>`, each filter replaced by `switchyard.wasm` with its section.
 pub fn through_chain() -> bool {
-    std::env::var_os("SWITCHYARD_CHAIN").is_some_and(|v| v == "1")
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| {
+            exe.file_name()?
+                .to_str()
+                .map(|n| n.contains("_through_chain-"))
+        })
+        .unwrap_or(false)
 }
 
 /// The chain section of a Switchyard Wasm filter, from its module's name.

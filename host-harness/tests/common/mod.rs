@@ -11,10 +11,17 @@ pub fn built(name: &str) -> PathBuf {
     p
 }
 
-/// True when `SWITCHYARD_CHAIN=1`: `make test` runs the policy tests once
-/// against each single filter and once against the one-VM chain.
+/// True in a `<test>_through_chain` target (see Cargo.toml): the same tests
+/// as `<test>`, each filter replaced by `switchyard.wasm` with its section.
 pub fn through_chain() -> bool {
-    std::env::var_os("SWITCHYARD_CHAIN").is_some_and(|v| v == "1")
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| {
+            exe.file_name()?
+                .to_str()
+                .map(|n| n.contains("_through_chain-"))
+        })
+        .unwrap_or(false)
 }
 
 /// The module and configuration that run policy `filter` (`auth`,
