@@ -258,7 +258,10 @@ impl Engine {
         let routed = self.route_headers(req.headers()?, req.claims.clone(), random)?;
         Ok(match routed {
             Routed::Outcome(i) => {
-                let o = &self.route_outcomes()[i];
+                let o = self
+                    .route_outcomes()
+                    .get(i)
+                    .ok_or_else(|| Error::state("the router answered an unknown outcome"))?;
                 Route::Routed {
                     version: o.version.clone(),
                     rule: o.rule.clone(),

@@ -198,17 +198,8 @@ pub trait EditHeaders: RequestHeaders {
 
 impl EditHeaders for HeaderList {
     fn set(&mut self, name: &str, value: Vec<u8>) {
-        match self.0.iter().position(|(k, _)| k == name) {
-            Some(first) => {
-                self.0[first].1 = value;
-                let mut at = 0;
-                self.0.retain(|(k, _)| {
-                    let keep = at <= first || k != name;
-                    at += 1;
-                    keep
-                });
-            }
-            None => self.0.push((name.to_owned(), value)),
+        if let Err(value) = replace_first(&mut self.0, name, value) {
+            self.0.push((name.to_owned(), value));
         }
     }
 
@@ -219,25 +210,30 @@ impl EditHeaders for HeaderList {
 
 impl EditHeaders for FlatHeaders<'_> {
     fn set(&mut self, name: &str, value: Vec<u8>) {
-        match self.0.iter().position(|(k, _)| k == name) {
-            Some(first) => {
-                self.0[first].1 = Cow::Owned(value);
-                let mut at = 0;
-                self.0.retain(|(k, _)| {
-                    let keep = at <= first || k != name;
-                    at += 1;
-                    keep
-                });
-            }
-            None => self
-                .0
-                .push((Cow::Owned(name.to_owned()), Cow::Owned(value))),
+        if let Err(value) = replace_first(&mut self.0, name, Cow::Owned(value)) {
+            self.0.push((Cow::Owned(name.to_owned()), value));
         }
     }
 
     fn remove(&mut self, name: &str) {
         self.0.retain(|(k, _)| k != name);
     }
+}
+
+/// Gives the first `name` `value` and drops the later ones (as
+/// `set_http_request_header`); `Err(value)` back when `name` is absent.
+fn replace_first<K: AsRef<str>, V>(pairs: &mut Vec<(K, V)>, name: &str, value: V) -> Result<(), V> {
+    let Some(first) = pairs.iter().position(|(k, _)| k.as_ref() == name) else {
+        return Err(value);
+    };
+    pairs[first].1 = value;
+    let mut at = 0;
+    pairs.retain(|(k, _)| {
+        let keep = at <= first || k.as_ref() != name;
+        at += 1;
+        keep
+    });
+    Ok(())
 }
 
 #[cfg(test)]
