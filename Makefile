@@ -6,9 +6,9 @@ ENVOY         ?= $(CURDIR)/$(VENV)/bin/envoy
 export ENVOY
 WASM_TARGET   := wasm32-wasip1
 WASM_DIR      := target/$(WASM_TARGET)/release
-FILTERS       := version_router auth timeouts shadow switchyard
+FILTERS       := router auth timeouts shadow switchyard
 # Size budgets (bytes), after wasm-opt; `make build` fails over budget.
-export BUDGET_version_router := 300000
+export BUDGET_router := 300000
 export BUDGET_auth           := 600000
 export BUDGET_timeouts       := 300000
 # +15 kB for shadow and +20 kB for the chain: the path check every filter runs
@@ -109,7 +109,9 @@ bench-js: js filters/js/node_modules/.package-lock.json
 	mkdir -p filters/js/node_modules/@switchyard && ln -sfn ../../pkg filters/js/node_modules/@switchyard/policy
 	node filters/js/bench/decide.mjs | tee bench/js.json
 
-## build: every filter to target/wasm32-wasip1/release/<name>.wasm, size-optimised by wasm-opt
+## build: every filter to target/wasm32-wasip1/release/<name>.wasm, size-optimised by wasm-opt;
+## version_router.wasm, the router's earlier name, stays as a copy of router.wasm for
+## bootstraps and images that still name it
 # (--low-memory-unused as for the JavaScript package: the stack comes first, so the low 1 KiB
 # is only reached by an overflowing stack)
 # (cargo re-links its own output on every build; the .raw/.optimised copies skip a re-run)
@@ -125,6 +127,7 @@ build: .setup-wasm-target $(WASM_OPT)
 	      --enable-mutable-globals --enable-nontrapping-float-to-int $$w -o $$w.tmp && mv $$w.tmp $$w && cp $$w $$w.optimised; \
 	  fi; \
 	done
+	cp $(WASM_DIR)/router.wasm $(WASM_DIR)/version_router.wasm
 	@$(MAKE) --no-print-directory sizes
 
 sizes:
@@ -161,7 +164,7 @@ demo: setup build
 
 ## bench: criterion benchmarks (harness vs native decisions), then the Envoy load benchmark
 ## (bench/envoy-bench.sh: installs valgrind and wrk; instructions per request under callgrind,
-## then wrk; writes bench/results.json and bench/results.md). BENCH_ARGS="--only version_router" etc.
+## then wrk; writes bench/results.json and bench/results.md). BENCH_ARGS="--only router" etc.
 bench: setup build
 	$(CARGO) bench -p switchyard-harness --bench router --bench auth --bench timeouts --bench shadow
 	bench/envoy-bench.sh $(BENCH_ARGS)

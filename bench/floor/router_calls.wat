@@ -1,4 +1,4 @@
-;; version_router.wasm's host calls in the benchmark: the header map read, the version header set, one counter, the served-version response header.
+;; router.wasm's host calls in the benchmark: the header map read, the version header set, one counter, the served-version response header.
 ;; No logic and no allocator: what Envoy and V8 charge for these host calls and
 ;; callbacks alone. A filter's cost over this is its own code (make bench).
 (module

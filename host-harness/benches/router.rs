@@ -1,4 +1,4 @@
-//! Requests/s through `version_router.wasm` in the harness (module compiled
+//! Requests/s through `router.wasm` in the harness (module compiled
 //! once, instance reused, as Envoy does), beside the same decision made
 //! natively by the policy core.
 
@@ -22,9 +22,9 @@ const CONFIG: &str = r#"{
 fn bench(c: &mut Criterion) {
     let wasm = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../target/wasm32-wasip1/release/version_router.wasm"
+        "/../target/wasm32-wasip1/release/router.wasm"
     );
-    let mut g = c.benchmark_group("version_router");
+    let mut g = c.benchmark_group("router");
     g.throughput(Throughput::Elements(1));
 
     let mut h = Harness::with_fuel(None);

@@ -10,24 +10,12 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The Envoy binary: `$ENVOY`, else `.venv/bin/envoy` under the current
-/// directory (where `make setup` installs it), else `envoy` on the `PATH`.
-pub fn envoy_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("ENVOY") {
-        return PathBuf::from(p);
-    }
-    let local = PathBuf::from(".venv/bin/envoy");
-    if local.exists() {
-        local
-    } else {
-        PathBuf::from("envoy")
-    }
-}
+/// The Envoy that `--envoy` runs use: `$ENVOY`, else `.venv/bin/envoy` here
+/// or above, else `envoy` on the `PATH` (see [`envoy_launcher::envoy_binary`]).
+pub use envoy_launcher::envoy_binary;
 
 /// A request as an upstream server received it.
 #[derive(Debug, Clone)]
@@ -364,46 +352,6 @@ impl Drop for Upstream {
     }
 }
 
-struct EnvoyProcess {
-    child: Child,
-    log: Arc<Mutex<String>>,
-    _dir: tempfile_dir::Dir,
-}
-
-impl Drop for EnvoyProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A scratch directory removed on drop (std only).
-mod tempfile_dir {
-    pub struct Dir(pub std::path::PathBuf);
-    impl Dir {
-        pub fn new() -> std::io::Result<Self> {
-            let p = std::env::temp_dir().join(format!(
-                "harness-envoy-{}-{}",
-                std::process::id(),
-                super::unique()
-            ));
-            std::fs::create_dir_all(&p)?;
-            Ok(Self(p))
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-fn unique() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
-}
-
 /// A loopback port that refuses connections: bound, never listening. (A
 /// port from a listener that was dropped is free for the next bind anywhere
 /// on the machine, so a parallel test's server could be answering on it.)
@@ -419,20 +367,6 @@ fn refusing_port() -> Result<(socket2::Socket, u16), String> {
         .map(|a| a.port())
         .ok_or("no local address")?;
     Ok((socket, port))
-}
-
-/// The admin port Envoy wrote to `--admin-address-path` (`127.0.0.1:PORT`).
-fn read_admin_port(path: &std::path::Path) -> Option<u16> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.trim().rsplit(':').next()?.parse().ok()
-}
-
-/// The port the OS gave the (only) listener, from the admin interface.
-fn listener_port(admin: u16) -> Option<u16> {
-    let listeners = admin_get(admin, "/listeners?format=json").ok()?;
-    let v: Value = serde_json::from_slice(&listeners.body).ok()?;
-    let port = v.pointer("/listener_statuses/0/local_address/socket_address/port_value")?;
-    u16::try_from(port.as_u64()?).ok()
 }
 
 fn cluster_json(name: &str, port: u16, grpc: bool) -> Value {
@@ -731,23 +665,11 @@ async fn http2_exchange(port: u16, req: &RawRequest<'_>) -> Result<RawResponse, 
     Ok(out)
 }
 
-fn admin_get(admin: u16, path: &str) -> Result<RawResponse, String> {
-    http(
-        admin,
-        &RawRequest {
-            method: "GET",
-            path,
-            headers: &[("host".into(), "admin".into())],
-            ..RawRequest::default()
-        },
-    )
-}
-
-fn wasm_metrics(admin: u16) -> BTreeMap<String, i64> {
-    let Ok(stats) = admin_get(admin, "/stats?format=json&filter=wasmcustom") else {
+fn wasm_metrics(envoy: &envoy_launcher::Envoy) -> BTreeMap<String, i64> {
+    let Some((_, stats)) = envoy.admin_get("/stats?format=json&filter=wasmcustom") else {
         return BTreeMap::new();
     };
-    let v: Value = serde_json::from_slice(&stats.body).unwrap_or_default();
+    let v: Value = serde_json::from_str(&stats).unwrap_or_default();
     v["stats"]
         .as_array()
         .into_iter()
@@ -816,14 +738,14 @@ fn wasm_logs(text: &str) -> Vec<(String, String)> {
 
 /// Waits until Envoy's log has been quiet for a moment (at most 3 s), so the
 /// lines a filter writes in `on_log`, after the response, are all in.
-fn wait_for_quiet_log(log: &Mutex<String>) {
+fn wait_for_quiet_log(envoy: &envoy_launcher::Envoy) {
     const QUIET: Duration = Duration::from_millis(200);
     let deadline = Instant::now() + Duration::from_secs(3);
-    let mut last_len = log.lock().expect("lock").len();
+    let mut last_len = envoy.log_len();
     let mut last_change = Instant::now();
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
-        let len = log.lock().expect("lock").len();
+        let len = envoy.log_len();
         if len != last_len {
             (last_len, last_change) = (len, Instant::now());
         } else if last_change.elapsed() >= QUIET {
@@ -834,11 +756,6 @@ fn wait_for_quiet_log(log: &Mutex<String>) {
 
 /// Runs every request of `s` through real Envoy ([`envoy_binary`]), in order.
 pub fn run(s: &Scenario) -> Result<Vec<Observation>, String> {
-    run_with(s, &envoy_binary())
-}
-
-/// Runs every request of `s` through the given Envoy binary, in order.
-pub fn run_with(s: &Scenario, envoy_bin: &std::path::Path) -> Result<Vec<Observation>, String> {
     if let Some(r) = s.requests.iter().find(|r| r.connection.is_some()) {
         return Err(format!(
             "request {:?} sets `connection`, which only the harness can simulate (Envoy's is the real socket)",
@@ -867,77 +784,11 @@ pub fn run_with(s: &Scenario, envoy_bin: &std::path::Path) -> Result<Vec<Observa
         servers.insert(name.clone(), u);
         ports.insert(name.clone(), port);
     }
-    // Envoy binds port 0 for its listener and admin and says which it got
-    // (ports picked here and bound later could be taken meanwhile).
-    let dir = tempfile_dir::Dir::new().map_err(|e| e.to_string())?;
-    let config = dir.0.join("bootstrap.json");
-    let admin_file = dir.0.join("admin-address");
-    std::fs::write(&config, bootstrap(s, 0, 0, &ports).to_string()).map_err(|e| e.to_string())?;
-    let mut child = Command::new(envoy_bin)
-        .arg("-c")
-        .arg(&config)
-        .arg("--admin-address-path")
-        .arg(&admin_file)
-        .args([
-            "--concurrency",
-            "1",
-            "--disable-hot-restart",
-            "--log-level",
-            "warn",
-            "--component-log-level",
-            "wasm:trace",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            format!(
-                "cannot start Envoy ({}): {e}; set ENVOY",
-                envoy_bin.display()
-            )
-        })?;
-    let log = Arc::new(Mutex::new(String::new()));
-    let stderr = child.stderr.take().ok_or("no stderr")?;
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let mut l = sink.lock().expect("lock");
-            l.push_str(&line);
-            l.push('\n');
-        }
-    });
-    let mut envoy = EnvoyProcess {
-        child,
-        log,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut admin = 0;
-    let listener = loop {
-        if let Ok(Some(status)) = envoy.child.try_wait() {
-            std::thread::sleep(Duration::from_millis(200));
-            return Err(format!(
-                "Envoy exited with {status}:\n{}",
-                envoy.log.lock().expect("lock")
-            ));
-        }
-        if admin == 0 {
-            admin = read_admin_port(&admin_file).unwrap_or(0);
-        }
-        if admin != 0 && admin_get(admin, "/ready").is_ok_and(|r| r.status == 200) {
-            if let Some(port) = listener_port(admin) {
-                break port;
-            }
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "Envoy not ready:\n{}",
-                envoy.log.lock().expect("lock")
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    // Envoy picks its own ports (see envoy_launcher); every host call logged.
+    let envoy = envoy_launcher::Launch::new()
+        .component_log_level("wasm:trace")
+        .start(&bootstrap(s, 0, 0, &ports).to_string())?;
+    let listener = envoy.port;
     let mut out = Vec::new();
     let started = Instant::now();
     // Services' lines are those logged between one request's start and the
@@ -945,7 +796,7 @@ pub fn run_with(s: &Scenario, envoy_bin: &std::path::Path) -> Result<Vec<Observa
     // twice (a configuration canary, then the real VM), the harness once,
     // so what a service logs while starting is not compared.
     let services = s.service_names();
-    let mut service_mark = envoy.log.lock().expect("lock").len();
+    let mut service_mark = envoy.log_len();
     for entry in &s.requests {
         if let Some(at) = entry.at_ms {
             let elapsed = started.elapsed().as_millis() as u64;
@@ -968,13 +819,10 @@ pub fn run_with(s: &Scenario, envoy_bin: &std::path::Path) -> Result<Vec<Observa
                         .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned())),
                 )
                 .collect();
-        let (log_mark, seen_mark) = (
-            envoy.log.lock().expect("lock").len(),
-            seen.lock().expect("lock").len(),
-        );
+        let (log_mark, seen_mark) = (envoy.log_len(), seen.lock().expect("lock").len());
         let service_logs: Vec<String> = {
-            let text = envoy.log.lock().expect("lock");
-            let lines = wasm_logs(&text[service_mark..log_mark])
+            let text = envoy.logs();
+            let lines = wasm_logs(text.get(service_mark..log_mark).unwrap_or_default())
                 .into_iter()
                 .filter(|(plugin, _)| services.contains(plugin))
                 .map(|(_, m)| m)
@@ -1008,7 +856,7 @@ pub fn run_with(s: &Scenario, envoy_bin: &std::path::Path) -> Result<Vec<Observa
             http(listener, &raw)
         };
         let duration_ms = t0.elapsed().as_millis() as u64;
-        wait_for_quiet_log(&envoy.log);
+        wait_for_quiet_log(&envoy);
         let (status, response_headers, body, response_trailers) = match result {
             Ok(r) => (
                 Some(r.status),
@@ -1039,7 +887,7 @@ pub fn run_with(s: &Scenario, envoy_bin: &std::path::Path) -> Result<Vec<Observa
             .filter(|r| !r.headers.iter().any(|(k, _)| k == "x-request-id"))
             .map(|r| (r.cluster.clone(), r.headers.clone()))
             .collect();
-        let logs: Vec<String> = wasm_logs(&envoy.log.lock().expect("lock")[log_mark..])
+        let logs: Vec<String> = wasm_logs(&envoy.logs_since(log_mark))
             .into_iter()
             .filter(|(plugin, _)| !services.contains(plugin))
             .map(|(_, m)| m)
@@ -1065,7 +913,7 @@ pub fn run_with(s: &Scenario, envoy_bin: &std::path::Path) -> Result<Vec<Observa
             response_trailers,
             logs,
             service_logs,
-            metrics: wasm_metrics(admin),
+            metrics: wasm_metrics(&envoy),
             duration_ms,
         });
     }

@@ -455,8 +455,7 @@ fn auth_in_front_of_the_router_makes_identity_routing_trustworthy() {
     c["rules"] = json!([{"match": {}, "require_any": ["corp"]}]);
     let mut h = Harness::new();
     h.filter_policy("auth", &c.to_string()).unwrap();
-    h.filter_policy("version_router", &router.to_string())
-        .unwrap();
+    h.filter_policy("router", &router.to_string()).unwrap();
     for v in ["v1", "v2", "v3"] {
         h.cluster(v, Cluster::default());
         h.route("x-version", v, v);

@@ -35,8 +35,8 @@ fn text(o: &Output) -> String {
 
 #[test]
 fn a_passing_scenario_exits_0() {
-    common::built("version_router");
-    let out = harness(&["run", &scenario("version_router.yaml")]);
+    common::built("router");
+    let out = harness(&["run", &scenario("router.yaml")]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("4 passed, 0 failed"));
 }
@@ -44,7 +44,7 @@ fn a_passing_scenario_exits_0() {
 #[test]
 fn a_failed_expectation_exits_1_with_expected_and_actual() {
     let dir = tempfile::tempdir().unwrap();
-    let wasm = common::built("version_router");
+    let wasm = common::built("router");
     let s = write(dir.path(), "s.yaml", &format!(
         "filters: [{{wasm: {}, config: {{default_version: v1}}}}]\nrequests:\n  - name: wrong\n    headers: {{end-user: jason}}\n    expect: {{upstream_headers: {{x-version: v2}}, status: 200}}\n",
         wasm.display()
@@ -75,7 +75,7 @@ fn an_unloadable_filter_or_scenario_exits_2_with_the_reason() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("expekt"), "{}", text(&out));
 
-    let wasm = common::built("version_router");
+    let wasm = common::built("router");
     let rejected = write(
         dir.path(),
         "c.yaml",
@@ -155,8 +155,8 @@ fn an_abi_0_1_0_module_or_a_missing_import_is_reported_at_load() {
 
 #[test]
 fn json_output_has_one_object_per_request() {
-    common::built("version_router");
-    let out = harness(&["run", &scenario("version_router.yaml"), "--json"]);
+    common::built("router");
+    let out = harness(&["run", &scenario("router.yaml"), "--json"]);
     assert_eq!(out.status.code(), Some(0));
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -181,7 +181,7 @@ fn filter_and_config_flags_replace_the_chain() {
         "s.yaml",
         "requests:\n  - name: all to v2\n    expect: {upstream_headers: {x-version: v2}}\n",
     );
-    let wasm = common::built("version_router");
+    let wasm = common::built("router");
     let out = harness(&[
         "run",
         s.to_str().unwrap(),
@@ -201,7 +201,7 @@ fn replay_reports_the_distribution() {
         "c.json",
         r#"{"default_version": "v1", "routes": [{"split": [{"version": "v1", "weight": 3}, {"version": "v2", "weight": 1}], "sticky": {"header": "x-user-id"}}]}"#,
     );
-    let wasm = common::built("version_router");
+    let wasm = common::built("router");
     let out = harness(&[
         "replay",
         "--filter",
@@ -264,7 +264,7 @@ fn workspace() -> PathBuf {
 
 #[test]
 fn command_line_paths_are_relative_to_the_working_directory() {
-    let wasm = common::built("version_router");
+    let wasm = common::built("router");
     let relative_wasm = wasm.strip_prefix(workspace()).unwrap();
     // The scenario lives elsewhere: --filter and --config must not be looked up beside it.
     let scenarios = tempfile::tempdir().unwrap();
@@ -304,9 +304,9 @@ fn command_line_paths_are_relative_to_the_working_directory() {
 
 #[test]
 fn a_closed_stdout_ends_the_program_quietly() {
-    common::built("version_router");
+    common::built("router");
     let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(["run", &scenario("version_router.yaml"), "--json"])
+        .args(["run", &scenario("router.yaml"), "--json"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -418,11 +418,8 @@ fn the_clock_start_is_set_from_the_rust_api_before_any_filter() {
     h.start_clock(at).unwrap();
     assert_eq!(h.world().now_ns, 1_796_117_400 * 1_000_000_000);
     assert_eq!(h.now_ms(), 0, "scenario times count from the start");
-    h.filter(
-        common::built("version_router"),
-        r#"{"default_version": "v1"}"#,
-    )
-    .unwrap();
+    h.filter(common::built("router"), r#"{"default_version": "v1"}"#)
+        .unwrap();
     assert!(h.send(Request::get("/")).reached_upstream());
     assert!(
         h.start_clock(ClockStart::Now).is_err(),
@@ -433,7 +430,7 @@ fn the_clock_start_is_set_from_the_rust_api_before_any_filter() {
 #[test]
 fn replay_against_reports_what_a_configuration_change_changes() {
     let dir = tempfile::tempdir().unwrap();
-    let wasm = common::built("version_router");
+    let wasm = common::built("router");
     let old = write(dir.path(), "old.json", r#"{"default_version": "v1"}"#);
     let new = write(
         dir.path(),

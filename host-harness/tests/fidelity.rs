@@ -4,31 +4,18 @@
 //! dates and request ids).
 
 mod common;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use switchyard_harness::envoy;
 use switchyard_harness::scenario::Scenario;
 
-fn envoy_bin() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let path = std::env::var_os("ENVOY")
-        .map(|p| root.join(p))
-        .unwrap_or_else(|| root.join(".venv/bin/envoy"));
-    assert!(
-        path.exists(),
-        "Envoy not found at {}: run `make setup` or set ENVOY",
-        path.display()
-    );
-    path
-}
-
 fn check(name: &str) {
-    common::built("version_router");
+    common::built("router");
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("scenarios")
         .join(name);
     let scenario = Scenario::load(&path).unwrap();
     let in_harness = scenario.run_in_harness().unwrap();
-    let in_envoy = envoy::run_with(&scenario, &envoy_bin()).unwrap();
+    let in_envoy = envoy::run(&scenario).unwrap();
     for (run, observations) in [("harness", &in_harness), ("envoy", &in_envoy)] {
         for (entry, obs) in scenario.requests.iter().zip(observations.iter()) {
             let fails = obs.check(&entry.expect);
@@ -48,8 +35,8 @@ fn check(name: &str) {
 }
 
 #[test]
-fn version_router_matches_envoy() {
-    check("version_router.yaml");
+fn router_matches_envoy() {
+    check("router.yaml");
 }
 
 #[test]
@@ -102,10 +89,9 @@ fn every_scenario_file_is_checked_here() {
 #[test]
 fn diff_reports_a_real_difference() {
     // A harness observation that Envoy would not produce must be reported.
-    let scenario = Scenario::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/version_router.yaml"),
-    )
-    .unwrap();
+    let scenario =
+        Scenario::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/router.yaml"))
+            .unwrap();
     let a = scenario.run_in_harness().unwrap();
     let mut b = a.clone();
     b[1].upstream_headers.retain(|(k, _)| k != "x-version");

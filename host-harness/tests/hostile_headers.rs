@@ -237,7 +237,7 @@ fn normal_path(ex: &Exchange) -> Result<(), TestCaseError> {
 #[test]
 fn the_router_answers_only_configured_versions() {
     let mut h = Harness::new();
-    h.filter_policy("version_router", &config("lab_router").to_string())
+    h.filter_policy("router", &config("lab_router").to_string())
         .unwrap();
     run(&mut h, |path, headers, ex, _| {
         if !ex.reached_upstream() {
@@ -429,7 +429,7 @@ fn the_chain_keeps_every_promise_at_once() {
 #[test]
 fn thousands_of_headers_and_huge_values_are_answered() {
     for (filter, section) in [
-        ("version_router", "lab_router"),
+        ("router", "lab_router"),
         ("auth", "auth"),
         ("timeouts", "timeouts"),
         ("shadow", "shadow"),
@@ -449,7 +449,7 @@ fn thousands_of_headers_and_huge_values_are_answered() {
             "auth" => assert_eq!(ex.status(), Some(401), "{filter}: repeated credentials"),
             _ => assert!(ex.reached_upstream(), "{filter}: {:?}", ex.local_reply),
         }
-        if filter == "version_router" {
+        if filter == "router" {
             assert_eq!(upstream_all(&ex, "x-version").len(), 1);
         }
     }

@@ -24,7 +24,7 @@ fn request(v: &Value) -> Request {
 fn run(file: &Value, v: &Value) -> Exchange {
     let cfg = vectors::config(file, v["config"].as_str().expect("config name")).to_string();
     let (wasm, cfg) = match v["policy"].as_str() {
-        Some(p) => common::policy(if p == "router" { "version_router" } else { p }, &cfg),
+        Some(p) => common::policy(if p == "router" { "router" } else { p }, &cfg),
         None => (common::built("switchyard"), cfg),
     };
     let mut h = Harness::new();

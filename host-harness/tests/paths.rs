@@ -132,7 +132,7 @@ fn auth_refuses_a_repeated_credential() {
 #[test]
 fn router_routes_on_the_normal_path() {
     let mut h = harness(
-        "version_router",
+        "router",
         json!({"default_version": "v1", "routes": [
             {"name": "beta", "match": {"path": {"prefix": "/beta/"}}, "version": "v2"}]}),
     );

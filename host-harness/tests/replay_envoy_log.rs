@@ -25,10 +25,10 @@ fn lab(v1_weight: u32) -> Value {
 /// log lines Envoy wrote.
 fn record(log: &std::path::Path, requests: usize) -> Vec<Value> {
     let (v1, v2) = (Backend::start("v1"), Backend::start("v2"));
-    let mut b = Bootstrap::load(&paths::envoy_config("version-router.yaml"));
+    let mut b = Bootstrap::load(&paths::envoy_config("router.yaml"));
     b.set_cluster_port("v1", v1.port)
         .set_cluster_port("v2", v2.port)
-        .set_filter_config("switchyard.version_router", &lab(90));
+        .set_filter_config("switchyard.router", &lab(90));
     let fragment: Value = serde_yaml_ng::from_str(
         &std::fs::read_to_string(paths::envoy_config("fragments/access-log.yaml")).unwrap(),
     )
@@ -91,7 +91,7 @@ fn a_log_real_envoy_wrote_replays_as_envoy_routed_it() {
 
     // Replayed with the configuration Envoy ran, nothing changes, and each
     // version's count is what Envoy routed.
-    let wasm = common::built("version_router");
+    let wasm = common::built("router");
     let old = lab(90).to_string().into_bytes();
     let same = impact::compare(
         &wasm,

@@ -21,7 +21,7 @@ struct Args {
     /// The tag recorded in each layout's index.
     #[arg(long, default_value = "0.1.0")]
     tag: String,
-    /// Filters by name (`version_router`, `auth`, …).
+    /// Filters by name (`router`, `auth`, …).
     #[arg(required = true)]
     filters: Vec<String>,
 }

@@ -127,7 +127,7 @@ impl Bootstrap {
     }
 
     /// Every run of consecutive Switchyard Wasm filters (`auth`,
-    /// `version_router`, `timeouts`, `shadow`) merged into one `switchyard.wasm`
+    /// `router`, `timeouts`, `shadow`) merged into one `switchyard.wasm`
     /// filter with a section each, so the same test runs through the one-VM
     /// chain. A policy already in the run starts a new one.
     pub fn merged_into_chain(&self) -> Self {
@@ -150,9 +150,9 @@ impl Bootstrap {
         }
     }
 
-    pub fn write(&self, path: &Path) {
-        std::fs::write(path, serde_json::to_vec_pretty(&self.0).expect("serialise"))
-            .expect("write bootstrap");
+    /// The bootstrap as Envoy reads it.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(&self.0).expect("a JSON value serialises")
     }
 }
 
@@ -195,7 +195,7 @@ fn section_of(filter: &Value) -> Option<&'static str> {
     let name = Path::new(file).file_name()?.to_str()?;
     Some(match name {
         "auth.wasm" => "auth",
-        "version_router.wasm" => "router",
+        "router.wasm" => "router",
         "timeouts.wasm" => "timeouts",
         "shadow.wasm" => "shadow",
         _ => return None,

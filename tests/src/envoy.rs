@@ -2,23 +2,24 @@
 //! the OS picks, waited on until ready, killed on drop.
 
 use crate::bootstrap::Bootstrap;
-use crate::paths::{envoy_binary, envoy_executable, project_root};
+use crate::paths::project_root;
+use envoy_launcher::{envoy_binary, Launch};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-pub struct Envoy {
-    child: Child,
-    dir: tempfile::TempDir,
-    /// Worker threads (`--concurrency`).
-    pub workers: u32,
-    pub admin_port: u16,
-    /// The first listener's port.
-    pub port: u16,
-}
+/// A test's Envoy: [`envoy_launcher::Envoy`] (ports, log, admin; killed on
+/// drop) started from a [`Bootstrap`] in the project root, plus what tests
+/// read from it.
+pub struct Envoy(envoy_launcher::Envoy);
 
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+impl std::ops::Deref for Envoy {
+    type Target = envoy_launcher::Envoy;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
 
 /// Worker threads every test Envoy runs.
 pub const CONCURRENCY: u32 = 1;
@@ -36,24 +37,14 @@ impl Envoy {
 
     /// Starts Envoy; `Err(log)` when it exits or never becomes ready.
     pub fn try_start(bootstrap: &Bootstrap) -> Result<Self, String> {
-        Self::launch(
-            bootstrap,
-            Command::new(envoy_binary()),
-            START_TIMEOUT,
-            CONCURRENCY,
-        )
+        Self::launch(bootstrap, Launch::new().workers(CONCURRENCY))
     }
 
     /// Starts Envoy with `workers` worker threads (each with its own VMs),
     /// as a gateway runs one per core.
     pub fn start_with_workers(bootstrap: &Bootstrap, workers: u32) -> Self {
-        Self::launch(
-            bootstrap,
-            Command::new(envoy_binary()),
-            START_TIMEOUT,
-            workers,
-        )
-        .unwrap_or_else(|log| panic!("Envoy did not start:\n{log}"))
+        Self::launch(bootstrap, Launch::new().workers(workers))
+            .unwrap_or_else(|log| panic!("Envoy did not start:\n{log}"))
     }
 
     /// Root contexts each Wasm filter has here: one per worker and the main
@@ -63,79 +54,23 @@ impl Envoy {
     }
 
     /// Starts the Envoy executable under `wrapper` (e.g. `valgrind
-    /// --tool=callgrind`), which may make it many times slower to start;
-    /// [`Envoy::pid`] is then the wrapper's, which for valgrind is Envoy's.
+    /// --tool=callgrind`), which may make it many times slower to start.
     pub fn start_under(bootstrap: &Bootstrap, wrapper: &[&str], timeout: Duration) -> Self {
-        let (program, args) = wrapper.split_first().expect("a wrapper command");
-        let mut command = Command::new(program);
-        command.args(args).arg(envoy_executable());
-        Self::launch(bootstrap, command, timeout, CONCURRENCY)
-            .unwrap_or_else(|log| panic!("Envoy did not start under {program}:\n{log}"))
+        let launch = Launch::new().workers(CONCURRENCY).under(wrapper);
+        Self::launch(bootstrap, launch.start_timeout(timeout))
+            .unwrap_or_else(|log| panic!("Envoy did not start under {wrapper:?}:\n{log}"))
     }
 
-    fn launch(
-        bootstrap: &Bootstrap,
-        mut command: Command,
-        start_timeout: Duration,
-        workers: u32,
-    ) -> Result<Self, String> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("bootstrap.json");
-        bootstrap.for_this_run().write(&config);
-        let admin_file = dir.path().join("admin-address");
-        let log = dir.path().join("envoy.log");
-        let child = command
-            .arg("-c")
-            .arg(&config)
-            .args(["--concurrency", &workers.to_string()])
-            .args(["--disable-hot-restart", "--log-level", "warn"])
-            .args(["--component-log-level", "wasm:info"])
-            // Log lines reach the file within 100 ms, for tests that read it.
-            .args(["--file-flush-interval-msec", "100"])
-            .arg("--admin-address-path")
-            .arg(&admin_file)
-            .arg("--log-path")
-            .arg(&log)
-            .current_dir(project_root())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("spawn {:?}: {e}", command.get_program()))?;
-        let mut envoy = Self {
-            child,
-            dir,
-            workers,
-            admin_port: 0,
-            port: 0,
-        };
-        let deadline = Instant::now() + start_timeout;
-        loop {
-            if let Ok(Some(status)) = envoy.child.try_wait() {
-                return Err(format!("Envoy exited with {status}:\n{}", envoy.logs()));
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "Envoy not ready after {start_timeout:?}:\n{}",
-                    envoy.logs()
-                ));
-            }
-            if envoy.admin_port == 0 {
-                envoy.admin_port = read_admin_port(&admin_file).unwrap_or(0);
-            }
-            if envoy.admin_port != 0 && envoy.admin_get("/ready").is_some_and(|(s, _)| s == 200) {
-                envoy.port = envoy
-                    .listener_port()
-                    .ok_or_else(|| format!("no listener port:\n{}", envoy.logs()))?;
-                return Ok(envoy);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    fn launch(bootstrap: &Bootstrap, launch: Launch) -> Result<Self, String> {
+        launch
+            .current_dir(&project_root())
+            .start(&bootstrap.for_this_run().to_json())
+            .map(Self)
     }
 
     /// Runs `envoy --mode validate` on a bootstrap file (from the project root).
     pub fn validate(config: &Path) -> Result<String, String> {
-        let out = Command::new(envoy_binary())
+        let out = Command::new(envoy_binary()?)
             .args(["--mode", "validate", "--disable-hot-restart", "-c"])
             .arg(config)
             .current_dir(project_root())
@@ -151,41 +86,6 @@ impl Envoy {
         } else {
             Err(text)
         }
-    }
-
-    /// The working folder of this run (bootstrap, log; a profiler's output).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// The Envoy process id (for resident-memory readings).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// Envoy's log so far.
-    pub fn logs(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
-    }
-
-    fn admin_get(&self, path: &str) -> Option<(u16, String)> {
-        let url = format!("http://127.0.0.1:{}{path}", self.admin_port);
-        match ureq::get(&url).timeout(Duration::from_secs(5)).call() {
-            Ok(r) => Some((r.status(), r.into_string().ok()?)),
-            Err(ureq::Error::Status(code, r)) => Some((code, r.into_string().unwrap_or_default())),
-            Err(_) => None,
-        }
-    }
-
-    fn listener_port(&self) -> Option<u16> {
-        let (_, body) = self.admin_get("/listeners?format=json")?;
-        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        let port = v.pointer("/listener_statuses/0/local_address/socket_address/port_value")?;
-        u16::try_from(port.as_u64()?).ok()
     }
 
     /// Every counter and gauge from `/stats`, by name.
@@ -247,16 +147,4 @@ pub fn resident_kb(pid: u32) -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
-}
-
-fn read_admin_port(path: &Path) -> Option<u16> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.trim().rsplit(':').next()?.parse().ok()
-}
-
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -266,7 +266,7 @@ fn bad_sections_are_rejected_naming_the_section_and_field() {
         ),
         (
             json!({"router": {"default_version": "v1", "routes": [{"split": []}]}}),
-            "version_router: invalid configuration: routes[0]",
+            "router: invalid configuration: routes[0]",
         ),
         (
             json!({"timeouts": "fast"}),

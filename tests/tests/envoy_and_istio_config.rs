@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 use switchyard_core::auth::Auth;
-use switchyard_core::chain::{Policy, Sections};
+use switchyard_core::chain::Sections;
 use switchyard_core::router::Router;
 use switchyard_core::shadow::Shadow;
 use switchyard_core::timeouts::Timeouts;
@@ -35,7 +35,7 @@ fn every_bootstrap_chains_the_filters_in_policy_order() {
     const ORDER: &[&str] = &[
         "switchyard",
         "switchyard.auth",
-        "switchyard.version_router",
+        "switchyard.router",
         "switchyard.timeouts",
         "switchyard.shadow",
         "envoy.filters.http.router",
@@ -159,7 +159,7 @@ fn every_plugin_config_is_accepted_by_the_policy_core() {
     let count = |name: &str| configs.iter().filter(|(_, n, _)| n == name).count();
     assert_eq!(
         (
-            count("version_router"),
+            count("router"),
             count("auth"),
             count("timeouts"),
             count("shadow")
@@ -180,18 +180,15 @@ fn every_plugin_config_is_accepted_by_the_policy_core() {
         let names: Vec<&str> = sections.sections.iter().map(|(p, _)| p.section()).collect();
         assert_eq!(names, ["auth", "router", "timeouts", "shadow"], "{file}");
         for (policy, bytes) in sections.sections {
-            let name = match policy {
-                Policy::Router => "version_router",
-                other => other.section(),
-            };
+            let name = policy.section();
             let value: Value = serde_json::from_slice(&bytes).unwrap();
-            expanded.push((format!("{file} ({})", policy.section()), name.into(), value));
+            expanded.push((format!("{file} ({name})"), name.into(), value));
         }
     }
     for (file, name, config) in expanded {
         let json = config.to_string();
         match name.as_str() {
-            "version_router" => {
+            "router" => {
                 let router =
                     Router::from_json(json.as_bytes()).unwrap_or_else(|e| panic!("{file}: {e}"));
                 // The VirtualService routes on the header the router writes.
@@ -243,7 +240,7 @@ fn gateway_phases_run_auth_then_router_then_timeouts() {
     assert_eq!(
         (
             phase("auth").as_str(),
-            phase("version_router").as_str(),
+            phase("router").as_str(),
             phase("timeouts").as_str()
         ),
         ("AUTHN", "AUTHZ", "UNSPECIFIED_PHASE")
@@ -370,19 +367,14 @@ fn virtual_service_subsets_exist_in_the_destination_rule() {
 fn the_envoy_filter_patch_runs_in_envoy() {
     let (_, ef) = manifests()
         .into_iter()
-        .find(|(_, d)| {
-            d["metadata"]["name"] == "switchyard-version-router" && d["kind"] == "EnvoyFilter"
-        })
+        .find(|(_, d)| d["metadata"]["name"] == "switchyard-router" && d["kind"] == "EnvoyFilter")
         .unwrap();
     let mut filter = ef["spec"]["configPatches"][0]["patch"]["value"].clone();
     // The gateway mounts the module at an absolute path; point it at our build.
     filter["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] =
-        paths::wasm("version_router")
-            .to_string_lossy()
-            .into_owned()
-            .into();
+        paths::wasm("router").to_string_lossy().into_owned().into();
     let (v1, v2) = (Backend::start("v1"), Backend::start("v2"));
-    let mut b = Bootstrap::load(&paths::envoy_config("version-router.yaml"));
+    let mut b = Bootstrap::load(&paths::envoy_config("router.yaml"));
     b.set_cluster_port("v1", v1.port)
         .set_cluster_port("v2", v2.port);
     let hcm =
@@ -393,7 +385,7 @@ fn the_envoy_filter_patch_runs_in_envoy() {
         .iter()
         .position(|f| f["name"] == "envoy.filters.http.router")
         .unwrap();
-    filters.retain(|f| f["name"] != "switchyard.version_router");
+    filters.retain(|f| f["name"] != "switchyard.router");
     filters.insert(router_at - 1, filter); // INSERT_BEFORE the router
     let envoy = Envoy::start(&b);
     let (status, resp) = send(client().get(&envoy.url("/")).set("end-user", "jason"));

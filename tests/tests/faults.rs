@@ -438,7 +438,7 @@ fn with_listeners_from(b: &Bootstrap, lds: &std::path::Path) -> (Bootstrap, Valu
 /// control plane does: a new file moved into place.
 fn push(lds: &std::path::Path, listener: &Value, router: &Value, version: usize) {
     let mut with_router = Bootstrap(listener.clone());
-    with_router.set_filter_config("switchyard.version_router", router);
+    with_router.set_filter_config("switchyard.router", router);
     let listener = with_router.0;
     let doc = json!({"version_info": version.to_string(), "resources": [
         {"@type": "type.googleapis.com/envoy.config.listener.v3.Listener"}]});
@@ -454,10 +454,10 @@ fn push(lds: &std::path::Path, listener: &Value, router: &Value, version: usize)
 #[test]
 fn a_bad_configuration_push_leaves_the_last_good_one_serving() {
     let (v1, v2) = (Backend::start("v1"), Backend::start("v2"));
-    let mut base = Bootstrap::load(&paths::envoy_config("version-router.yaml"));
+    let mut base = Bootstrap::load(&paths::envoy_config("router.yaml"));
     base.set_cluster_port("v1", v1.port)
         .set_cluster_port("v2", v2.port);
-    let router = base.filter_config("switchyard.version_router");
+    let router = base.filter_config("switchyard.router");
     let dir = tempfile::tempdir().expect("tempdir");
     let lds = dir.path().join("listeners.json");
     let (b, listener) = with_listeners_from(&base, &lds);

@@ -32,7 +32,7 @@ fn blob(layout: &Path, descriptor: &Value) -> Vec<u8> {
 #[test]
 fn every_filter_packs_into_a_valid_layout_whose_layer_is_the_exact_wasm() {
     let dir = tempfile::tempdir().unwrap();
-    for filter in ["version_router", "auth", "timeouts", "shadow"] {
+    for filter in ["router", "auth", "timeouts", "shadow"] {
         let wasm = std::fs::read(paths::wasm(filter)).unwrap();
         let img = image(&wasm, "0.1.0").unwrap();
         let layout = dir.path().join(filter);
@@ -116,7 +116,7 @@ fn every_filter_packs_into_a_valid_layout_whose_layer_is_the_exact_wasm() {
 
 #[test]
 fn the_same_wasm_always_gives_the_same_digests() {
-    let wasm = std::fs::read(paths::wasm("version_router")).unwrap();
+    let wasm = std::fs::read(paths::wasm("router")).unwrap();
     let (a, b) = (
         image(&wasm, "0.1.0").unwrap(),
         image(&wasm, "0.1.0").unwrap(),
@@ -141,7 +141,7 @@ fn the_same_wasm_always_gives_the_same_digests() {
 fn the_pinned_wasmplugin_carries_the_image_digest_and_stays_valid() {
     let schemas = CrdSchemas::load();
     for (filter, file) in [
-        ("version_router", "version-router-wasmplugin.yaml"),
+        ("router", "router-wasmplugin.yaml"),
         ("auth", "auth-wasmplugin.yaml"),
         ("timeouts", "timeouts-wasmplugin.yaml"),
         ("shadow", "shadow-wasmplugin.yaml"),

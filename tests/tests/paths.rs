@@ -258,8 +258,8 @@ fn router_routes_on_the_normal_path_and_forwards_it() {
     for envoy_normalizes in [false, true] {
         let (v1, v2) = (Backend::start("v1"), Backend::start("v2"));
         let envoy = start(
-            "version-router.yaml",
-            "switchyard.version_router",
+            "router.yaml",
+            "switchyard.router",
             envoy_normalizes,
             &[("v1", &v1), ("v2", &v2)],
             |c| {

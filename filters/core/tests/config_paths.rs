@@ -49,7 +49,7 @@ fn shipped() -> Vec<(String, Value)> {
     }
     // The JSON after each `value: |` in the Envoy bootstraps.
     for (file, policy) in [
-        ("version-router.yaml", "router"),
+        ("router.yaml", "router"),
         ("auth.yaml", "auth"),
         ("timeouts.yaml", "timeouts"),
         ("shadow.yaml", "shadow"),

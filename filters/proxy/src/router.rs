@@ -8,7 +8,7 @@ use crate::vm::Action;
 use std::rc::Rc;
 use switchyard_core::router::Router;
 
-const NAME: &str = "version_router";
+const NAME: &str = "router";
 
 /// The configured router and its counters, shared by every stream of a root.
 struct Shared {

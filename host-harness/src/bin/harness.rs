@@ -39,7 +39,7 @@ enum Command {
         /// Print one JSON object per request with everything observed, instead of PASS/FAIL lines.
         #[arg(long)]
         json: bool,
-        /// Run it through real Envoy instead ($ENVOY, else `envoy` on the PATH); Envoy keeps its wall clock.
+        /// Run it through real Envoy instead ($ENVOY, else .venv/bin/envoy here or above, else `envoy` on the PATH); Envoy keeps its wall clock.
         #[arg(long)]
         envoy: bool,
         /// Where the virtual clock starts: `now`, `default` or an RFC 3339 instant [default: the scenario's `clock_start`, else 2026-01-01T00:00:00Z].

@@ -25,18 +25,14 @@ pub fn through_chain() -> bool {
 }
 
 /// The module and configuration that run policy `filter` (`auth`,
-/// `version_router`, `timeouts`, `shadow`) with `config`: the single filter,
+/// `router`, `timeouts`, `shadow`) with `config`: the single filter,
 /// or `switchyard.wasm` with `config` as its only section.
 pub fn policy(filter: &str, config: &str) -> (PathBuf, String) {
     if !through_chain() {
         return (built(filter), config.to_owned());
     }
-    let section = if filter == "version_router" {
-        "router"
-    } else {
-        filter
-    };
-    (built("switchyard"), format!("{{\"{section}\": {config}}}"))
+    // A filter and its chain section share the policy's name.
+    (built("switchyard"), format!("{{\"{filter}\": {config}}}"))
 }
 
 /// `Harness::filter` for a policy, honouring [`through_chain`].

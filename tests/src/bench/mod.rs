@@ -250,7 +250,7 @@ pub fn cases() -> Vec<Case> {
         ),
         case(
             "floor_router_calls",
-            "floor: version_router.wasm's host calls, no logic",
+            "floor: router.wasm's host calls, no logic",
             vec![wasm_filter(
                 "floor_router_calls",
                 floor_module("router_calls"),
@@ -293,9 +293,9 @@ pub fn cases() -> Vec<Case> {
             "baseline_bearer",
         ),
         case(
-            "version_router",
-            "version_router.wasm, lab config: end-user: jason → v2",
-            vec![wasm("version_router", router_config())],
+            "router",
+            "router.wasm, lab config: end-user: jason → v2",
+            vec![wasm("router", router_config())],
             jason(),
             "baseline",
         ),
@@ -383,10 +383,10 @@ pub fn cases() -> Vec<Case> {
     ]
 }
 
-/// `version-router.yaml`'s route table (v1, v2 both on `port`) with `case`'s
+/// `router.yaml`'s route table (v1, v2 both on `port`) with `case`'s
 /// filters before Envoy's router.
 pub fn bootstrap(case: &Case, port: u16) -> Bootstrap {
-    let mut b = Bootstrap::load(&paths::envoy_config("version-router.yaml"));
+    let mut b = Bootstrap::load(&paths::envoy_config("router.yaml"));
     b.set_cluster_port("v1", port).set_cluster_port("v2", port);
     let filters =
         b.0.pointer_mut(
@@ -435,9 +435,13 @@ pub fn machine() -> Value {
         .unwrap_or_default();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let envoy = Command::new(paths::envoy_binary())
-        .arg("--version")
-        .output()
+    let envoy = envoy_launcher::envoy_binary()
+        .and_then(|bin| {
+            Command::new(bin)
+                .arg("--version")
+                .output()
+                .map_err(|e| e.to_string())
+        })
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
     let date = Command::new("date")

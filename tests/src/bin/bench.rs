@@ -29,7 +29,7 @@ fn arg(args: &[String], name: &str, default: u32) -> u32 {
 /// what is left over it is the filter's own code.
 const TARGETS: &[(&str, Target)] = &[
     (
-        "version_router",
+        "router",
         Target::AtMost(40_000.0, "lua_router", "floor_router_calls"),
     ),
     (
@@ -156,7 +156,7 @@ fn main() {
 
     let budget = |name: &str| size_budget(name);
     let size = |name: &str| std::fs::metadata(paths::wasm(name)).map_or(0, |m| m.len());
-    let sizes: Vec<Value> = ["version_router", "auth", "timeouts", "shadow", "switchyard"]
+    let sizes: Vec<Value> = ["router", "auth", "timeouts", "shadow", "switchyard"]
         .iter()
         .map(|name| {
             json!({"wasm": format!("{name}.wasm"), "bytes": size(name), "budget_bytes": budget(name),

@@ -1,4 +1,4 @@
-//! `make demo`: real Envoy with `version_router.wasm` in front of two echo
+//! `make demo`: real Envoy with `router.wasm` in front of two echo
 //! backends (v1, v2), sample requests, and which version answered each; then
 //! `auth.wasm` in front of the router, with a real JWKS server and real tokens;
 //! then `timeouts.wasm` after the router: the lab's 0.5 s timeout, deadlines,
@@ -17,14 +17,16 @@ type Sample<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
 
 fn main() {
     let (v1, v2) = (Backend::start("v1"), Backend::start("v2"));
-    let config_path = paths::envoy_config("version-router.yaml");
+    let config_path = paths::envoy_config("router.yaml");
     let mut bootstrap = Bootstrap::load(&config_path);
     bootstrap
         .set_cluster_port("v1", v1.port)
         .set_cluster_port("v2", v2.port);
     println!(
-        "Starting Envoy {} with version_router.wasm",
-        paths::envoy_binary().display()
+        "Starting Envoy {} with router.wasm",
+        envoy_launcher::envoy_binary()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .display()
     );
     println!(
         "  bootstrap: {} (ports picked at random)",
@@ -37,7 +39,7 @@ fn main() {
         v1.port,
         v2.port
     );
-    let config = bootstrap.filter_config("switchyard.version_router");
+    let config = bootstrap.filter_config("switchyard.router");
     println!(
         "Routes (first match wins; default {}):",
         config["default_version"]
@@ -155,7 +157,7 @@ fn auth_demo() {
         .set_cluster_port("v2", v2.port)
         .set_cluster_port("idp", idp.port)
         .set_cluster_port("authz", authz.port);
-    println!("\nStarting Envoy with auth.wasm -> version_router.wasm");
+    println!("\nStarting Envoy with auth.wasm -> router.wasm");
     println!(
         "  bootstrap: {} (JWKS served by a real HTTP server)",
         config_path.display()
@@ -260,7 +262,7 @@ fn timeouts_demo() {
     bootstrap
         .set_cluster_port("v1", v1.port)
         .set_cluster_port("v2", v2.port);
-    println!("\nStarting Envoy with version_router.wasm -> timeouts.wasm");
+    println!("\nStarting Envoy with router.wasm -> timeouts.wasm");
     println!("  bootstrap: {}", config_path.display());
     let envoy = Envoy::start(&bootstrap);
     let config = bootstrap.filter_config("switchyard.timeouts");

@@ -12,7 +12,7 @@ struct Setup {
     v2: Backend,
 }
 
-/// Envoy with `version_router.wasm` configured with `config` (or the
+/// Envoy with `router.wasm` configured with `config` (or the
 /// bootstrap's own example configuration when `None`), before v1 and v2.
 fn setup(config: Option<Value>) -> Setup {
     let (v1, v2) = (Backend::start("v1"), Backend::start("v2"));
@@ -26,11 +26,11 @@ fn setup(config: Option<Value>) -> Setup {
 
 /// The checked-in bootstrap pointed at `v1` and `v2`, with `config` if given.
 fn bootstrap(config: Option<&Value>, v1: &Backend, v2: &Backend) -> Bootstrap {
-    let mut b = Bootstrap::load(&paths::envoy_config("version-router.yaml"));
+    let mut b = Bootstrap::load(&paths::envoy_config("router.yaml"));
     b.set_cluster_port("v1", v1.port)
         .set_cluster_port("v2", v2.port);
     if let Some(c) = config {
-        b.set_filter_config("switchyard.version_router", c);
+        b.set_filter_config("switchyard.router", c);
     }
     b
 }
@@ -273,7 +273,7 @@ fn bad_configuration_is_rejected_with_the_field_named() {
         };
         let line = log
             .lines()
-            .find(|l| l.contains("version_router: invalid configuration"));
+            .find(|l| l.contains("router: invalid configuration"));
         let line =
             line.unwrap_or_else(|| panic!("no configuration error logged for {config}:\n{log}"));
         assert!(line.contains(expected), "{line}");

@@ -1,4 +1,4 @@
-//! The real `version_router.wasm` in the harness: a filter test reads like
+//! The real `router.wasm` in the harness: a filter test reads like
 //! the scenario it checks.
 
 mod common;
@@ -17,8 +17,7 @@ const LAB: &str = r#"{
 
 fn router() -> Harness {
     let mut h = Harness::new();
-    h.filter_policy("version_router", LAB)
-        .expect("router loads");
+    h.filter_policy("router", LAB).expect("router loads");
     h.cluster("v1", Cluster::default().header("x-backend", "v1"));
     h.cluster("v2", Cluster::default().header("x-backend", "v2"));
     h.route("x-version", "v2", "v2")
@@ -47,6 +46,23 @@ fn jason_is_routed_to_v2() {
         "Envoy re-picks the route itself after an ABI 0.2.1 module changes a request header: \
          the foreign call (which copies the host's function registry) is not made"
     );
+}
+
+/// `version_router.wasm`, the router's earlier name, still runs the router:
+/// bootstraps and images that name it keep working.
+#[test]
+fn the_earlier_module_name_is_the_same_router() {
+    let (current, earlier) = (common::built("router"), common::built("version_router"));
+    assert_eq!(
+        std::fs::read(&current).unwrap(),
+        std::fs::read(&earlier).unwrap()
+    );
+    let mut h = Harness::new();
+    h.filter(&earlier, LAB).expect("version_router.wasm loads");
+    h.cluster("v2", Cluster::default())
+        .route("x-version", "v2", "v2");
+    let ex = h.send(Request::get("/productpage").header("end-user", "jason"));
+    assert_eq!(ex.upstream_header("x-version").as_deref(), Some("v2"));
 }
 
 #[test]
@@ -91,7 +107,7 @@ fn bad_configuration_is_rejected_naming_the_field() {
     let mut h = Harness::new();
     let err = h
         .filter_policy(
-            "version_router",
+            "router",
             r#"{"default_version": "v1", "routes": [{"split": []}]}"#,
         )
         .err()
