@@ -71,16 +71,9 @@ fn number(headers: &Headers, name: &str) -> Option<u64> {
     headers.get_str(name)?.trim().parse().ok()
 }
 
-/// The request headers Envoy's router reads as its controls and removes
-/// before the request goes upstream.
-pub(crate) const CONSUMED: [&str; 6] = [
-    "x-envoy-upstream-rq-timeout-ms",
-    "x-envoy-upstream-rq-per-try-timeout-ms",
-    "x-envoy-max-retries",
-    "x-envoy-retry-on",
-    "x-envoy-retry-grpc-on",
-    "x-envoy-retriable-status-codes",
-];
+// The request headers Envoy's router reads as its controls and removes
+// before the request goes upstream.
+pub(crate) use switchyard_core::timeouts::ROUTER_CONSUMED_HEADERS as CONSUMED;
 
 impl Policy {
     /// Reads the router headers and removes them, as Envoy's router does

@@ -42,6 +42,19 @@ pub const CLIENT_CONTROL_HEADERS: &[&str] = &[
     "x-envoy-upstream-rq-timeout-alt-response",
 ];
 
+/// The controls Envoy's router reads from the request it forwards and removes
+/// before the request goes upstream: what the timeouts policy writes reaches
+/// the router, never the service. The harness and the JavaScript package model
+/// Envoy with this list.
+pub const ROUTER_CONSUMED_HEADERS: [&str; 6] = [
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-max-retries",
+    "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-retriable-status-codes",
+];
+
 /// The budget when only a caller's deadline applies (no rule matched):
 /// Envoy's default route timeout, so a deadline cannot lengthen it.
 pub const DEFAULT_DEADLINE_MAX_MS: u64 = 15_000;

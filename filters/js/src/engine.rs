@@ -26,17 +26,9 @@ use switchyard_core::{ConfigError, HeaderList, RequestHeaders, WithClaims};
 /// many steps is a bug, not a configuration.
 const MAX_STEPS: usize = 16;
 
-/// The request headers Envoy's router reads as its controls and removes
-/// before the request goes upstream (the harness models the same,
-/// `host-harness/src/router.rs`).
-const ROUTER_CONSUMED: [&str; 6] = [
-    "x-envoy-upstream-rq-timeout-ms",
-    "x-envoy-upstream-rq-per-try-timeout-ms",
-    "x-envoy-max-retries",
-    "x-envoy-retry-on",
-    "x-envoy-retry-grpc-on",
-    "x-envoy-retriable-status-codes",
-];
+// The request headers Envoy's router reads as its controls and removes
+// before the request goes upstream.
+use switchyard_core::timeouts::ROUTER_CONSUMED_HEADERS as ROUTER_CONSUMED;
 
 /// The compiled policies of one configuration.
 pub struct Engine {

@@ -11,18 +11,9 @@ pub fn built(name: &str) -> PathBuf {
     p
 }
 
-/// True in a `<test>_through_chain` target (see Cargo.toml): the same tests
-/// as `<test>`, each filter replaced by `switchyard.wasm` with its section.
-pub fn through_chain() -> bool {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| {
-            exe.file_name()?
-                .to_str()
-                .map(|n| n.contains("_through_chain-"))
-        })
-        .unwrap_or(false)
-}
+/// True in a `<test>_through_chain` target (see Cargo.toml), as for the
+/// Envoy tests.
+pub use switchyard_tests::bootstrap::through_chain;
 
 /// The module and configuration that run policy `filter` (`auth`,
 /// `router`, `timeouts`, `shadow`) with `config`: the single filter,
