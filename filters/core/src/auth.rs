@@ -587,7 +587,9 @@ impl Auth {
                 failed_open: false,
             });
         }
-        if eval.next == 0 && rule.providers.iter().any(|&p| self.ambiguous(p, req)) {
+        // Any configured credential sent twice, not only the rule's: the
+        // upstream receives every copy and may act on one the rule never read.
+        if eval.next == 0 && (0..self.providers.len()).any(|p| self.ambiguous(p, req)) {
             let challenges = self.challenges(&rule.providers);
             return Step::Done(self.deny(Reason::AmbiguousCredential, None, challenges));
         }
