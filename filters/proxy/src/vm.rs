@@ -133,12 +133,18 @@ fn with_stream(id: u32, call: impl FnOnce(&mut ChainStream) -> Action) -> Action
     crate::claims::enter(id);
     let action = call(&mut stream);
     crate::request::forget();
-    VM.with(|vm| {
-        // Deleted meanwhile (the host's delete re-entering): the stream ends here.
-        if let Some(slot) = vm.borrow_mut().streams.get_mut(&id) {
+    let deleted = VM.with(|vm| match vm.borrow_mut().streams.get_mut(&id) {
+        Some(slot) => {
             *slot = Some(stream);
+            None
         }
+        None => Some(stream),
     });
+    // Deleted while its callback ran: it ends here, as `on_delete` ends it
+    // (its policies let go: a parked stream is unparked, claims forgotten).
+    if let Some(mut stream) = deleted {
+        finish(id, &mut stream);
+    }
     action
 }
 
@@ -191,11 +197,16 @@ pub fn on_delete(id: u32) {
         vm.streams.remove(&id).flatten()
     });
     if let Some(mut stream) = stream {
-        crate::claims::enter(id);
-        stream.on_done();
-        crate::request::forget();
-        crate::claims::forget_stream(id);
+        finish(id, &mut stream);
     }
+}
+
+/// The stream's policies let go of it; nothing calls it again.
+fn finish(id: u32, stream: &mut ChainStream) {
+    crate::claims::enter(id);
+    stream.on_done();
+    crate::request::forget();
+    crate::claims::forget_stream(id);
 }
 
 /// Exports the ABI marker, the allocator, configure, context create and
