@@ -5,6 +5,7 @@
 //! takes down every plugin sharing it); the host enters the module through
 //! [`vm`], which exports only the callbacks a filter uses.
 
+pub mod allocator;
 pub mod auth;
 pub mod chain;
 pub(crate) mod claims;
@@ -15,6 +16,7 @@ pub mod router;
 pub mod sections;
 pub mod shadow;
 pub mod stats;
+pub(crate) mod streams;
 pub mod timeouts;
 pub mod vm;
 
