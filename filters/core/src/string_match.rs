@@ -2,6 +2,7 @@
 //! every matcher uses, the request `match` block and claim rules alike, as
 //! Envoy's `common/matchers.h` serves every filter.
 
+use crate::bytes::same;
 use crate::config::ConfigError;
 use regex_lite::{Regex, RegexBuilder};
 use serde::Deserialize;
@@ -78,9 +79,13 @@ impl StringMatcher {
         match (self, value) {
             (Self::Present(want), v) => *want == v.is_some(),
             (_, None) => false,
-            (Self::Exact(e), Some(v)) => v == &e[..],
-            (Self::Prefix(p), Some(v)) => v.starts_with(p),
-            (Self::Suffix(s), Some(v)) => v.ends_with(s),
+            (Self::Exact(e), Some(v)) => same(v, e),
+            (Self::Prefix(p), Some(v)) => v.get(..p.len()).is_some_and(|head| same(head, p)),
+            (Self::Suffix(s), Some(v)) => v
+                .len()
+                .checked_sub(s.len())
+                .and_then(|at| v.get(at..))
+                .is_some_and(|tail| same(tail, s)),
             (Self::Regex(r), Some(v)) => std::str::from_utf8(v).is_ok_and(|v| r.is_match(v)),
         }
     }

@@ -19,6 +19,7 @@
 
 use crate::host::{self, Headers, Status};
 use std::cell::RefCell;
+use switchyard_core::bytes::same;
 use switchyard_core::RequestHeaders;
 
 type Pairs = Vec<(String, Vec<u8>)>;
@@ -106,7 +107,7 @@ impl View {
     /// that most requests lack (client-sent identity, version, shadow tags).
     #[inline]
     fn is(&self, e: &[u32; 4], name: &[u8]) -> bool {
-        e[1].wrapping_sub(e[0]) as usize == name.len() && self.name(e) == name
+        e[1].wrapping_sub(e[0]) as usize == name.len() && same(self.name(e), name)
     }
 
     /// Whether the request may have a header `name` (false: it has none).
