@@ -446,6 +446,19 @@ impl Timeouts {
         adm: &Admission,
         written: &'s [(&'s str, String)],
     ) -> impl Iterator<Item = &'s str> + Clone + 's {
+        self.removal_candidates(adm)
+            .filter(move |name| !written.iter().any(|(n, _)| n == name))
+    }
+
+    /// Every header [`removed_headers`](Self::removed_headers) may remove,
+    /// before the ones written are spared: the router controls, and the
+    /// deadline headers the policy did not vouch for. The proxy adapter
+    /// spares the written ones only for names a request has (a bit test on
+    /// its header index for the rest), not with a comparison per name.
+    pub fn removal_candidates<'s>(
+        &'s self,
+        adm: &Admission,
+    ) -> impl Iterator<Item = &'s str> + Clone + 's {
         // Copied out: the iterator must not borrow `adm`.
         let (carried, grpc) = (adm.carried_deadline, adm.grpc);
         let deadline = self
@@ -459,11 +472,7 @@ impl Timeouts {
                     .into_iter()
                     .chain(grpc.then_some("grpc-timeout"))
             });
-        CLIENT_CONTROL_HEADERS
-            .iter()
-            .copied()
-            .chain(deadline)
-            .filter(move |name| !written.iter().any(|(n, _)| n == name))
+        CLIENT_CONTROL_HEADERS.iter().copied().chain(deadline)
     }
 }
 

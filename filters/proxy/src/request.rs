@@ -268,18 +268,28 @@ pub fn remove_each<'n, I>(names: I) -> bool
 where
     I: IntoIterator<Item = &'n str> + Clone,
 {
+    remove_each_unless(names, |_| false)
+}
+
+/// As [`remove_each`], sparing the names `spared` picks (the headers this
+/// callback just wrote). It is asked only about names the request may
+/// have, so a name the request lacks still costs one mask test.
+pub fn remove_each_unless<'n, I>(names: I, spared: impl Fn(&str) -> bool) -> bool
+where
+    I: IntoIterator<Item = &'n str> + Clone,
+{
     let present: Vec<&str> = match with_headers(|h| {
         names
             .clone()
             .into_iter()
-            .filter(|n| h.may_have(n.as_bytes()) && h.contains(n))
+            .filter(|n| h.may_have(n.as_bytes()) && !spared(n) && h.contains(n))
             .collect()
     }) {
         Ok(present) => present,
         // The map was refused: the host removes each name, present or not.
         Err(_) => {
             let mut ok = true;
-            for name in names {
+            for name in names.into_iter().filter(|n| !spared(n)) {
                 ok &= host::remove_header(Headers::Request, name).is_ok();
             }
             return ok;

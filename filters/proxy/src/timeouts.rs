@@ -11,6 +11,7 @@ use crate::stats;
 use crate::vm::Action;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use switchyard_core::bytes::same;
 use switchyard_core::timeouts::{
     Admission, Budget, BudgetFrom, Forward, Reply, ReplyKind, Step, Timeouts,
 };
@@ -221,7 +222,13 @@ impl Shared {
         for (name, value) in &headers {
             failed |= crate::request::set(name, value.as_bytes()).is_err();
         }
-        failed |= !crate::request::remove_each(self.timeouts.removed_headers(adm, &headers));
+        // As `Timeouts::removed_headers`: what was just written is spared.
+        failed |=
+            !crate::request::remove_each_unless(self.timeouts.removal_candidates(adm), |name| {
+                headers
+                    .iter()
+                    .any(|(w, _)| same(w.as_bytes(), name.as_bytes()))
+            });
         if failed {
             self.counters.header_errors.increment();
         }
