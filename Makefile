@@ -61,7 +61,7 @@ js: $(WASM_BINDGEN) $(WASM_OPT) .setup-js-target
 	$(CARGO) build --profile js --target $(JS_TARGET) -p switchyard-js
 	rm -rf $(JS_PKG) && mkdir -p $(JS_PKG)/wasm
 	$(WASM_BINDGEN) --target web --out-dir $(JS_PKG)/wasm target/$(JS_TARGET)/js/switchyard_policy.wasm
-	$(WASM_OPT) -Oz --low-memory-unused --strip-debug --strip-producers --enable-bulk-memory \
+	$(WASM_OPT) -Oz --low-memory-unused --strip-debug --strip-producers --enable-bulk-memory --enable-simd \
 	  --enable-sign-ext --enable-mutable-globals --enable-nontrapping-float-to-int \
 	  --enable-reference-types \
 	  $(JS_PKG)/wasm/switchyard_policy_bg.wasm -o $(JS_PKG)/wasm/switchyard_policy_bg.wasm
@@ -123,7 +123,7 @@ build: .setup-wasm-target $(WASM_OPT)
 	    cp --remove-destination $$w.optimised $$w; \
 	  elif ! cmp -s $$w $$w.optimised; then \
 	    cp $$w $$w.raw && \
-	    $(WASM_OPT) -Oz --low-memory-unused --enable-bulk-memory --enable-sign-ext \
+	    $(WASM_OPT) -Oz --low-memory-unused --enable-bulk-memory --enable-simd --enable-sign-ext \
 	      --enable-mutable-globals --enable-nontrapping-float-to-int $$w -o $$w.tmp && mv $$w.tmp $$w && cp $$w $$w.optimised; \
 	  fi; \
 	done

@@ -80,6 +80,45 @@ fn a_verified_token_sets_identity_and_spoofed_headers_are_stripped() {
     assert_eq!(ex.upstream_header("end-user"), None);
 }
 
+/// Envoy joins a repeated `authorization` header with `,` before any filter
+/// sees it: a `,` anywhere in the value is two credentials. The scan goes
+/// sixteen bytes a step in Wasm, so the comma is put in every position of a
+/// block and of the tail, after the token is cached (a hit must not skip it).
+#[test]
+fn a_comma_anywhere_in_a_bearer_is_a_joined_credential() {
+    let mut h = harness(&base_config());
+    let token = mint("RS256", &claims("jason", NOW_S));
+    assert_eq!(h.send(bearer("/productpage", &token)).status(), Some(200));
+    let value = format!("Bearer {token}");
+    let positions: Vec<usize> = (0..value.len())
+        .filter(|i| *i < 40 || *i + 40 > value.len())
+        .collect();
+    for at in positions {
+        let mut joined = value.clone().into_bytes();
+        joined.insert(at, b',');
+        let ex = h.send(Request::get("/productpage").header("authorization", joined));
+        assert_eq!(ex.status(), Some(401), "comma at {at}");
+        let body = ex
+            .response
+            .as_ref()
+            .map(|r| r.body_str())
+            .unwrap_or_default();
+        assert!(
+            body.contains("ambiguous_credential"),
+            "comma at {at}: {body}"
+        );
+        assert!(!ex.reached_upstream(), "comma at {at}");
+    }
+    let mut joined = value.clone();
+    joined.push_str(&format!(",Bearer {token}"));
+    assert_denied(
+        &h.send(Request::get("/productpage").header("authorization", joined)),
+        401,
+        "ambiguous_credential",
+    );
+    assert_eq!(h.send(bearer("/productpage", &token)).status(), Some(200));
+}
+
 #[test]
 fn bad_tokens_are_401_with_their_reason() {
     let mut h = harness(&base_config());

@@ -92,7 +92,7 @@ impl Auth {
 /// but how Envoy joins a repeated `authorization` header (an inline header)
 /// into one value before any filter sees it.
 fn joined(value: Option<&[u8]>) -> bool {
-    value.is_some_and(|v| v.contains(&b','))
+    value.is_some_and(|v| crate::bytes::has_byte(v, b','))
 }
 
 /// The credentials after an auth scheme (`Basic xyz` → `xyz`), scheme case-insensitive.
