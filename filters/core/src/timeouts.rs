@@ -403,37 +403,58 @@ impl Timeouts {
     /// [`CLIENT_CONTROL_HEADERS`] entry not listed here must be removed.
     pub fn router_headers(&self, adm: &Admission, fwd: &Forward) -> Vec<(&str, String)> {
         let mut out: Vec<(&str, String)> = Vec::with_capacity(8);
+        self.each_router_header(adm, fwd, |name, value| {
+            out.push((name, String::from_utf8_lossy(value).into_owned()));
+        });
+        out
+    }
+
+    /// [`router_headers`](Self::router_headers) one at a time, numbers
+    /// written on the stack: the proxy adapter sets each as it comes, with
+    /// no allocation a request.
+    pub fn each_router_header<'s>(
+        &'s self,
+        adm: &Admission,
+        fwd: &Forward,
+        mut write: impl FnMut(&'s str, &[u8]),
+    ) {
+        let mut number = itoa::Buffer::new();
         if let Some(ms) = fwd.timeout_ms {
-            out.push(("x-envoy-upstream-rq-timeout-ms", ms.to_string()));
+            write(
+                "x-envoy-upstream-rq-timeout-ms",
+                number.format(ms).as_bytes(),
+            );
         }
         if let Some(ms) = fwd.per_try_timeout_ms {
-            out.push(("x-envoy-upstream-rq-per-try-timeout-ms", ms.to_string()));
+            write(
+                "x-envoy-upstream-rq-per-try-timeout-ms",
+                number.format(ms).as_bytes(),
+            );
         }
         if let Some(rt) = adm
             .rule
             .and_then(|r| self.rules.get(r))
             .and_then(|r| r.retries.as_ref())
         {
-            out.push(("x-envoy-max-retries", rt.attempts.to_string()));
+            write("x-envoy-max-retries", number.format(rt.attempts).as_bytes());
             for (name, value) in [
                 ("x-envoy-retry-on", &rt.http_on),
                 ("x-envoy-retry-grpc-on", &rt.grpc_on),
                 ("x-envoy-retriable-status-codes", &rt.status_codes),
             ] {
                 if !value.is_empty() {
-                    out.push((name, value.clone()));
+                    write(name, value.as_bytes());
                 }
             }
         }
         if let (Some(d), Some(ms)) = (&self.deadline, fwd.propagate_ms) {
             if let Some(p) = &d.propagate {
-                out.push((p.as_str(), ms.to_string()));
+                write(p.as_str(), number.format(ms).as_bytes());
             }
             if adm.grpc {
-                out.push(("grpc-timeout", grpc_timeout_value(ms)));
+                write("grpc-timeout", grpc_timeout_value(ms).as_bytes());
             }
         }
-        out
     }
 
     /// The request headers a forwarded request must lose, given what

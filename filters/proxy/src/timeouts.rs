@@ -217,17 +217,23 @@ impl Shared {
     /// only the policy sets them. (Done here, not on arrival: a request
     /// answered locally never needs it, and a replaced header needs no removal.)
     fn forward(&self, adm: &Admission, fwd: &Forward) {
-        let headers = self.timeouts.router_headers(adm, fwd);
         let mut failed = false;
-        for (name, value) in &headers {
-            failed |= crate::request::set(name, value.as_bytes()).is_err();
-        }
+        // At most eight: the timeout, per-try, three retry headers, the
+        // retry count, the propagated deadline and grpc-timeout.
+        let mut written = [""; 8];
+        let mut count = 0;
+        self.timeouts.each_router_header(adm, fwd, |name, value| {
+            failed |= crate::request::set(name, value).is_err();
+            if let Some(slot) = written.get_mut(count) {
+                *slot = name;
+                count += 1;
+            }
+        });
+        let written = &written[..count];
         // As `Timeouts::removed_headers`: what was just written is spared.
         failed |=
             !crate::request::remove_each_unless(self.timeouts.removal_candidates(adm), |name| {
-                headers
-                    .iter()
-                    .any(|(w, _)| same(w.as_bytes(), name.as_bytes()))
+                written.iter().any(|w| same(w.as_bytes(), name.as_bytes()))
             });
         if failed {
             self.counters.header_errors.increment();
