@@ -84,6 +84,20 @@ fn a_request_held_by_auth_then_by_a_fault_delay_resumes_through_every_policy() {
     );
 }
 
+/// With the key set loaded, auth decides in the request's own callback and
+/// the router reads the identity auth wrote from the shared header copy in
+/// that same callback (a write only the host saw would route jason to v1).
+#[test]
+fn a_later_policy_reads_what_an_earlier_one_wrote_in_the_same_callback() {
+    let mut h = chain(0);
+    h.advance(10);
+    let ex = h.send(jason("/productpage"));
+    assert_eq!(ex.status(), Some(200));
+    assert_eq!(ex.duration_ms, 0, "decided at once, nothing held");
+    assert_eq!(ex.upstream_header("end-user").as_deref(), Some("jason"));
+    assert_eq!(ex.upstream_header("x-version").as_deref(), Some("v2"));
+}
+
 #[test]
 fn one_tick_serves_each_policy_at_its_own_time() {
     let mut h = chain(0);

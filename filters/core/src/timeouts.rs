@@ -314,18 +314,21 @@ impl Timeouts {
             (r, _, _) => (r, false),
         };
         let fault = self.faults.iter().position(|f| f.matcher.matches(req));
-        let key = req.header(&self.sample_by);
         let grpc = req.header("content-type").is_some_and(is_grpc);
         let (delay_until_ms, abort) = match fault.map(|f| &self.faults[f]) {
-            Some(f) => (
-                f.delay
-                    .as_ref()
-                    .filter(|(_, s)| s.sampled(key, random))
-                    .map(|(ms, _)| now_ms.saturating_add(*ms)),
-                f.abort
-                    .as_ref()
-                    .is_some_and(|a| a.sampler.sampled(key, random.rotate_left(32))),
-            ),
+            Some(f) => {
+                // Read only for a request a fault is aimed at.
+                let key = req.header(&self.sample_by);
+                (
+                    f.delay
+                        .as_ref()
+                        .filter(|(_, s)| s.sampled(key, random))
+                        .map(|(ms, _)| now_ms.saturating_add(*ms)),
+                    f.abort
+                        .as_ref()
+                        .is_some_and(|a| a.sampler.sampled(key, random.rotate_left(32))),
+                )
+            }
             None => (None, false),
         };
         Admission {
@@ -471,11 +474,23 @@ impl Timeouts {
             .filter(move |name| !written.iter().any(|(n, _)| n == name))
     }
 
+    /// Every name [`removal_candidates`](Self::removal_candidates) may give,
+    /// whatever the request: the proxy adapter tests a request for all of
+    /// them at once.
+    pub fn removable_headers(&self) -> impl Iterator<Item = &str> {
+        let deadline = self.deadline.as_ref().into_iter().flat_map(|d| {
+            d.propagate
+                .as_deref()
+                .into_iter()
+                .chain(std::iter::once("grpc-timeout"))
+        });
+        CLIENT_CONTROL_HEADERS.iter().copied().chain(deadline)
+    }
+
     /// Every header [`removed_headers`](Self::removed_headers) may remove,
     /// before the ones written are spared: the router controls, and the
     /// deadline headers the policy did not vouch for. The proxy adapter
-    /// spares the written ones only for names a request has (a bit test on
-    /// its header index for the rest), not with a comparison per name.
+    /// removes these before it writes, so it has nothing to spare.
     pub fn removal_candidates<'s>(
         &'s self,
         adm: &Admission,

@@ -660,7 +660,7 @@ impl Shared {
                         c.failed_open[id.provider].increment();
                     }
                     for (name, value) in self.auth.identity_headers(&id) {
-                        if crate::request::set(name, &value).is_err() {
+                        if crate::request::set_last(name, &value).is_err() {
                             c.header_errors.increment();
                         }
                     }

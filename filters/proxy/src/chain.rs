@@ -161,8 +161,12 @@ impl Shared {
             return Action::Continue;
         };
         let arrival = st.arrival;
+        let last = st.streams.len().saturating_sub(1);
         for i in from..st.streams.len() {
-            if let Action::Pause = st.streams[i].on_http_request_headers(arrival) {
+            crate::request::read_after(i < last);
+            let action = st.streams[i].on_http_request_headers(arrival);
+            crate::request::read_after(true);
+            if let Action::Pause = action {
                 st.paused_at = Some(i);
                 drop(st);
                 self.paused.borrow_mut().push((context_id, stages.clone()));

@@ -95,7 +95,7 @@ impl Stream for RouterStream {
             shared.override_rejected.increment();
         }
         // Replacing the header also drops any client-sent value.
-        if crate::request::set(router.version_header(), decision.version.as_bytes()).is_err() {
+        if crate::request::set_last(router.version_header(), decision.version.as_bytes()).is_err() {
             shared.header_errors.increment();
             let _ = crate::request::remove(router.version_header());
         }
