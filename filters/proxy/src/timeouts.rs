@@ -215,10 +215,10 @@ impl Shared {
         }
     }
 
-    /// Writes the router's timeout and retry headers and the propagated
-    /// deadline, and removes every other router control a client sent, so
-    /// only the policy sets them. (Done here, not on arrival: a request
-    /// answered locally never needs it, and a replaced header needs no removal.)
+    /// Removes every router control a client sent, then writes the router's
+    /// timeout and retry headers and the propagated deadline, so only the
+    /// policy sets them. (Done here, not on arrival: a request answered
+    /// locally never needs it.)
     fn forward(&self, adm: &Admission, fwd: &Forward) {
         let mut failed = false;
         // Client-sent controls first: a header the policy then writes is
