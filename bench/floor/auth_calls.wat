@@ -1,4 +1,4 @@
-;; auth.wasm's host calls for a cached token: the header map read, the clock, two counters, the identity header and the claims property set.
+;; auth.wasm's host calls for a cached token: the header map read, the clock, two counters and the identity header.
 ;; No logic and no allocator: what Envoy and V8 charge for these host calls and
 ;; callbacks alone. A filter's cost over this is its own code (make bench).
 (module
@@ -7,7 +7,6 @@
   (import "env" "proxy_get_current_time_nanoseconds" (func $now (param i32) (result i32)))
   (import "env" "proxy_define_metric" (func $define_metric (param i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_increment_metric" (func $inc (param i32 i64) (result i32)))
-  (import "env" "proxy_set_property" (func $set_property (param i32 i32 i32 i32) (result i32)))
   (memory (export "memory") 2)
   (data (i32.const 16) "end-user")
   (data (i32.const 32) "x-version")
@@ -19,8 +18,6 @@
   (data (i32.const 176) "calls.b")
   (data (i32.const 192) "jason")
   (data (i32.const 208) "x-served-version")
-  (data (i32.const 240) "switchyard.claims")
-  (data (i32.const 256) "{\"aud\":\"switchyard-tests\",\"exp\":1790000000,\"iat\":1780000000,\"iss\":\"https://issuer.test\",\"sub\":\"jason\",\"groups\":[\"dev\"]}")
   (func (export "proxy_abi_version_0_2_1"))
   (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
   (func (export "proxy_on_configure") (param i32 i32) (result i32)
@@ -38,6 +35,5 @@
     (drop (call $inc (i32.load (i32.const 1024)) (i64.const 1)))
     (drop (call $inc (i32.load (i32.const 1028)) (i64.const 1)))
     (drop (call $set_header (i32.const 0) (i32.const 16) (i32.const 8) (i32.const 192) (i32.const 5)))
-    (drop (call $set_property (i32.const 240) (i32.const 17) (i32.const 256) (i32.const 118)))
     (i32.const 0))
 )

@@ -492,13 +492,30 @@ fn auth_in_front_of_the_router_makes_identity_routing_trustworthy() {
          "split": [{"version": "v1", "weight": 50}, {"version": "v2", "weight": 50}], "sticky": {"claim": "sub"}}]});
     let mut c = base_config();
     c["rules"] = json!([{"match": {}, "require_any": ["corp"]}]);
-    let mut h = Harness::new();
-    h.filter_policy("auth", &c.to_string()).unwrap();
-    h.filter_policy("router", &router.to_string()).unwrap();
-    for v in ["v1", "v2", "v3"] {
-        h.cluster(v, Cluster::default());
-        h.route("x-version", v, v);
+    let load = |c: &Value| {
+        let mut h = Harness::new();
+        h.filter_policy("auth", &c.to_string()).unwrap();
+        h.filter_policy("router", &router.to_string()).unwrap();
+        for v in ["v1", "v2", "v3"] {
+            h.cluster(v, Cluster::default());
+            h.route("x-version", v, v);
+        }
+        h
+    };
+    let mut tester = claims("kim", NOW_S);
+    tester["groups"] = json!(["testers"]);
+    let note = "only with \"claims_property\": true";
+    // Claims leave auth's filter only when asked for (off by default, as
+    // jwt_authn's payload_in_metadata): the router says so once, not per request.
+    let mut h = load(&c);
+    for _ in 0..2 {
+        let ex = h.send(bearer("/productpage", &mint("ES256", &tester)));
+        assert_eq!(ex.upstream.as_ref().unwrap().cluster, "v1");
     }
+    let notes = h.logs().iter().filter(|l| l.message.contains(note)).count();
+    assert_eq!(notes, 1, "{:?}", h.logs());
+    c["claims_property"] = json!(true);
+    let mut h = load(&c);
     let ex = h.send(bearer(
         "/productpage",
         &mint("RS256", &claims("jason", NOW_S)),
@@ -509,14 +526,13 @@ fn auth_in_front_of_the_router_makes_identity_routing_trustworthy() {
         401,
         "missing_credential",
     );
-    let mut tester = claims("kim", NOW_S);
-    tester["groups"] = json!(["testers"]);
     let ex = h.send(bearer("/productpage", &mint("ES256", &tester)));
     assert_eq!(
         ex.upstream.as_ref().unwrap().cluster,
         "v3",
         "a claims match in the router"
     );
+    assert!(!h.logs().iter().any(|l| l.message.contains(note)));
     // Sticky by the verified subject: every request of a user lands on one version.
     let token = mint("ES256", &claims("sam", NOW_S));
     let first = h

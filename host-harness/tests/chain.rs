@@ -271,8 +271,15 @@ fn later_sections_get_the_claims_in_memory_and_the_property_only_when_asked() {
     assert_eq!(ex.upstream_header("x-version").as_deref(), Some("v2"));
     assert_eq!(claims_property_writes(&ex), 1);
 
-    // Auth as the only section: something outside must be reading them.
+    // Auth as the only section: written only when asked, as everywhere.
     let mut h = load(&json!({"auth": config()["auth"]}), 0);
+    h.advance(10);
+    let ex = h.send(jason("/x"));
+    assert_eq!(ex.status(), Some(200));
+    assert_eq!(claims_property_writes(&ex), 0);
+    let mut alone = json!({"auth": config()["auth"]});
+    alone["auth"]["claims_property"] = json!(true);
+    let mut h = load(&alone, 0);
     h.advance(10);
     let ex = h.send(jason("/x"));
     assert_eq!(ex.status(), Some(200));

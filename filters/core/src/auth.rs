@@ -266,7 +266,7 @@ pub struct Auth {
     identity: Option<IdentityConfig>,
     dry_run: bool,
     cache_entries: usize,
-    claims_property: Option<bool>,
+    claims_property: bool,
     max_token_bytes: usize,
     header_names: Vec<String>,
     stripped: Vec<String>,
@@ -508,8 +508,8 @@ impl Auth {
         self.cache_entries
     }
 
-    /// `claims_property` as configured; `None` leaves it to the filter.
-    pub fn claims_property(&self) -> Option<bool> {
+    /// Whether verified claims go to the `switchyard.claims` property.
+    pub fn claims_property(&self) -> bool {
         self.claims_property
     }
 

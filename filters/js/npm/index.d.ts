@@ -67,7 +67,7 @@ export interface AuthConfig {
   }>;
   identity?: { header: string; from_claim?: string; claims_to_headers?: Record<string, string> };
   dry_run?: boolean;
-  /** Write verified claims to the `switchyard.claims` property (default: yes, unless later chain sections share them in memory). */
+  /** In Envoy: write verified claims to the `switchyard.claims` property for later filters (default: no). */
   claims_property?: boolean;
   [key: string]: unknown;
 }

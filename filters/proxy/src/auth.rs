@@ -183,6 +183,9 @@ impl Policy for AuthRoot {
             })
             .collect();
         let has_remote = remote.iter().any(Option::is_some);
+        if self.handle.has_later_sections() {
+            crate::claims::auth_is_here();
+        }
         let shared = Rc::new(Shared {
             counters: Counters::define(&auth),
             state: RefCell::new(State {
@@ -193,9 +196,7 @@ impl Policy for AuthRoot {
                 calls: HashMap::new(),
                 host_crypto: HostCrypto::Unknown,
             }),
-            claims_property: auth
-                .claims_property()
-                .unwrap_or(!self.handle.has_later_sections()),
+            claims_property: auth.claims_property(),
             ticking: std::cell::Cell::new(false),
             auth,
             handle: self.handle.clone(),

@@ -19,6 +19,21 @@ thread_local! {
     static VERIFIED: RefCell<ById<Rc<Value>>> = RefCell::default();
 }
 
+thread_local! {
+    /// An auth section runs in this VM, ahead of the sections that read claims.
+    static AUTH_HERE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// An auth section was configured in this VM: it hands its claims over here.
+pub(crate) fn auth_is_here() {
+    AUTH_HERE.with(|a| a.set(true));
+}
+
+/// Whether claims may come from an auth section of this VM.
+pub(crate) fn from_this_vm() -> bool {
+    AUTH_HERE.with(Cell::get)
+}
+
 /// Host calls now act on stream `context_id`.
 pub(crate) fn enter(context_id: u32) {
     CURRENT.with(|c| c.set(context_id));

@@ -110,10 +110,32 @@ pub(crate) fn verified_claims(wanted: bool) -> Option<serde_json::Value> {
     if let Some(claims) = claims::of_current() {
         return Some(claims);
     }
-    host::property(switchyard_core::claims::CLAIMS_PROPERTY)
+    let written = host::property(switchyard_core::claims::CLAIMS_PROPERTY)
         .ok()
-        .flatten()
-        .and_then(|bytes| switchyard_core::json::parse_strict(&bytes).ok())
+        .flatten();
+    if written.is_none() && !claims::from_this_vm() {
+        say_once_where_claims_come_from();
+    }
+    written.and_then(|bytes| switchyard_core::json::parse_strict(&bytes).ok())
+}
+
+/// A claim rule outside auth's VM sees claims only if auth was asked to
+/// write them (`claims_property`, off by default): said once per VM, on the
+/// first request that arrives without them, so a configuration that relies
+/// on the old default does not fail silently.
+fn say_once_where_claims_come_from() {
+    thread_local! {
+        static SAID: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if SAID.with(|s| s.replace(true)) {
+        return;
+    }
+    host::log(
+        host::Level::Info,
+        "switchyard: a claim rule found no verified claims on a request; an auth filter \
+         before this one writes them (property switchyard.claims) only with \
+         \"claims_property\": true",
+    );
 }
 
 thread_local! {

@@ -29,11 +29,12 @@ pub struct AuthConfig {
     #[serde(default)]
     pub path_normalization: Option<crate::path::PathNormalization>,
     /// Whether verified claims are written to the `switchyard.claims`
-    /// property for filters after this one. Unset: yes, unless later
-    /// sections of `switchyard.wasm` follow auth (they share the claims in
-    /// memory, and the property round trip cost 3.8k instructions a request).
+    /// property for Envoy filters after this one. Off unless asked, as
+    /// `jwt_authn` writes its payload only with `payload_in_metadata`: the
+    /// write costs 3.8k instructions a request in Envoy, and later sections
+    /// of `switchyard.wasm` get the claims in memory without it.
     #[serde(default)]
-    pub claims_property: Option<bool>,
+    pub claims_property: bool,
 }
 
 fn default_cache_entries() -> usize {
