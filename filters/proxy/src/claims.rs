@@ -17,9 +17,6 @@ thread_local! {
     static CURRENT: Cell<u32> = const { Cell::new(0) };
     /// (stream, claims) for live streams whose credential was verified.
     static VERIFIED: RefCell<ById<Rc<Value>>> = RefCell::default();
-}
-
-thread_local! {
     /// An auth section runs in this VM, ahead of the sections that read claims.
     static AUTH_HERE: Cell<bool> = const { Cell::new(false) };
 }
