@@ -11,7 +11,7 @@
 use crate::chain::{Handle, Policy, Stream};
 use crate::host::{self, Counter, Headers, Level};
 use crate::stats;
-use crate::vm::Action;
+use crate::vm::{Action, ResponseBodyWanted};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -405,8 +405,9 @@ impl Shared {
 
 struct ShadowStream {
     shared: Option<Rc<Shared>>,
-    /// The comparison this stream's response feeds, and what is recorded so far.
-    pair: Option<(u64, Captured)>,
+    /// The comparison this stream's response feeds, what is recorded so
+    /// far, and the hold on the body callbacks while it records.
+    pair: Option<(u64, Captured, ResponseBodyWanted)>,
 }
 
 impl ShadowStream {
@@ -434,7 +435,7 @@ impl ShadowStream {
                     .unwrap_or_default();
                 self.pair = shared
                     .start_comparison(rule, format!("{method} {path}"))
-                    .map(|id| (id, Captured::default()));
+                    .map(|id| (id, Captured::default(), ResponseBodyWanted::new()));
             }
         }
     }
@@ -464,7 +465,7 @@ impl ShadowStream {
 
 impl Stream for ShadowStream {
     fn on_done(&mut self) -> bool {
-        if let (Some(shared), Some((id, _))) = (&self.shared, self.pair.take()) {
+        if let (Some(shared), Some((id, ..))) = (&self.shared, self.pair.take()) {
             shared.abandon(id);
         }
         true
@@ -515,7 +516,8 @@ impl Stream for ShadowStream {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let (Some(shared), Some((id, captured))) = (self.shared.clone(), self.pair.as_mut()) else {
+        let (Some(shared), Some((id, captured, _))) = (self.shared.clone(), self.pair.as_mut())
+        else {
             return Action::Continue;
         };
         let headers = host::header_pairs(Headers::Response).unwrap_or_default();
@@ -523,7 +525,7 @@ impl Stream for ShadowStream {
         captured.headers = headers;
         if end_of_stream {
             let id = *id;
-            if let Some((_, c)) = self.pair.take() {
+            if let Some((_, c, _)) = self.pair.take() {
                 shared.primary_done(id, c);
             }
         }
@@ -531,7 +533,8 @@ impl Stream for ShadowStream {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let (Some(shared), Some((id, captured))) = (self.shared.clone(), self.pair.as_mut()) else {
+        let (Some(shared), Some((id, captured, _))) = (self.shared.clone(), self.pair.as_mut())
+        else {
             return Action::Continue;
         };
         let limit = shared.shadow.compare.max_body_bytes;
@@ -544,7 +547,7 @@ impl Stream for ShadowStream {
         }
         if end_of_stream {
             let id = *id;
-            if let Some((_, c)) = self.pair.take() {
+            if let Some((_, c, _)) = self.pair.take() {
                 shared.primary_done(id, c);
             }
         }
@@ -552,7 +555,7 @@ impl Stream for ShadowStream {
     }
 
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
-        if let (Some(shared), Some((id, c))) = (self.shared.clone(), self.pair.take()) {
+        if let (Some(shared), Some((id, c, _))) = (self.shared.clone(), self.pair.take()) {
             shared.primary_done(id, c);
         }
         Action::Continue

@@ -159,12 +159,49 @@ pub fn on_response_headers(id: u32, num_headers: usize, end_of_stream: bool) -> 
     with_stream(id, |s| s.on_response_headers(num_headers, end_of_stream))
 }
 
+/// Envoy enters a module's body callback for every response once it is
+/// exported (compare mode needs it), so a response no stream reads passes
+/// without its stream being looked up: about 1k instructions a response
+/// (`make bench`, the chain).
 pub fn on_response_body(id: u32, body_size: usize, end_of_stream: bool) -> Action {
+    if !ResponseBodyWanted::by_any() {
+        return Action::Continue;
+    }
     with_stream(id, |s| s.on_response_body(body_size, end_of_stream))
 }
 
 pub fn on_response_trailers(id: u32, num_trailers: usize) -> Action {
+    if !ResponseBodyWanted::by_any() {
+        return Action::Continue;
+    }
     with_stream(id, |s| s.on_response_trailers(num_trailers))
+}
+
+thread_local! {
+    static RESPONSE_READERS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Held by a stream policy while it reads its response's body and trailers
+/// (shadow's compare mode, from the request until the response is in): the
+/// body and trailer callbacks reach the streams only while one is held in
+/// this VM. Dropping it lets go, whatever path the stream ends by.
+pub(crate) struct ResponseBodyWanted(());
+
+impl ResponseBodyWanted {
+    pub(crate) fn new() -> Self {
+        RESPONSE_READERS.with(|n| n.set(n.get() + 1));
+        Self(())
+    }
+
+    fn by_any() -> bool {
+        RESPONSE_READERS.with(|n| n.get() > 0)
+    }
+}
+
+impl Drop for ResponseBodyWanted {
+    fn drop(&mut self) {
+        RESPONSE_READERS.with(|n| n.set(n.get().saturating_sub(1)));
+    }
 }
 
 /// An HTTP call's answer, to the root or stream that sent it.
@@ -285,4 +322,21 @@ macro_rules! export_filter {
             $crate::vm::on_tick(id)
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ResponseBodyWanted;
+
+    #[test]
+    fn bodies_reach_streams_while_any_reader_holds_on() {
+        assert!(!ResponseBodyWanted::by_any());
+        let first = ResponseBodyWanted::new();
+        let second = ResponseBodyWanted::new();
+        drop(first);
+        assert!(ResponseBodyWanted::by_any(), "one reader still recording");
+        let mut pair = Some((7u64, second));
+        pair.take();
+        assert!(!ResponseBodyWanted::by_any(), "the last reader let go");
+    }
 }
