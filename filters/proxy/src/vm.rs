@@ -161,8 +161,8 @@ pub fn on_response_headers(id: u32, num_headers: usize, end_of_stream: bool) -> 
 
 /// Envoy enters a module's body callback for every response once it is
 /// exported (compare mode needs it), so a response no stream reads passes
-/// without its stream being looked up: about 1k instructions a response
-/// (`make bench`, the chain).
+/// without its stream being looked up (`make bench`: 0.65k instructions a
+/// response for the chain, 0.4k for `shadow.wasm`).
 pub fn on_response_body(id: u32, body_size: usize, end_of_stream: bool) -> Action {
     if !ResponseBodyWanted::by_any() {
         return Action::Continue;
