@@ -80,6 +80,40 @@ fn a_verified_token_sets_identity_and_spoofed_headers_are_stripped() {
     assert_eq!(ex.upstream_header("end-user"), None);
 }
 
+/// A header the request lacks is added, one it has is replaced: either
+/// way the upstream sees one value of each identity header, even when the
+/// configuration names one twice (the last write wins).
+#[test]
+fn each_identity_header_reaches_the_upstream_once() {
+    let mut config = base_config();
+    config["identity"]["claims_to_headers"] =
+        json!({"end-user": "groups", "x-user-groups": "groups"});
+    let mut h = harness(&config);
+    let token = mint("RS256", &claims("jason", NOW_S));
+    for spoofed in [None, Some("admin")] {
+        let mut req = bearer("/productpage", &token);
+        if let Some(v) = spoofed {
+            req = req.header("end-user", v).header("x-user-groups", v);
+        }
+        let ex = h.send(req);
+        assert_eq!(ex.status(), Some(200), "spoofed {spoofed:?}");
+        let upstream = &ex
+            .upstream
+            .as_ref()
+            .expect("reached the upstream")
+            .headers
+            .0;
+        for name in ["end-user", "x-user-groups"] {
+            let values: Vec<&[u8]> = upstream
+                .iter()
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| v.as_slice())
+                .collect();
+            assert_eq!(values, [b"dev".as_slice()], "{name}, spoofed {spoofed:?}");
+        }
+    }
+}
+
 /// Envoy joins a repeated `authorization` header with `,` before any filter
 /// sees it: a `,` anywhere in the value is two credentials. The scan goes
 /// sixteen bytes a step in Wasm, so the comma is put in every position of a

@@ -79,6 +79,13 @@ extern "C" {
         value_data: *const u8,
         value_size: usize,
     ) -> u32;
+    fn proxy_add_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
     fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
     fn proxy_define_metric(
         metric_type: u32,
@@ -227,6 +234,20 @@ pub fn set_header(map: Headers, name: &str, value: &[u8]) -> Result<(), Status> 
     // SAFETY: a host import; every pointer is to a live local or slice, valid for the call, written only through the out-pointers.
     status(unsafe {
         proxy_replace_header_map_value(
+            map.map_type(),
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        )
+    })
+}
+
+/// Adds a value of `name`, beside any it has: for a name known absent.
+pub fn add_header(map: Headers, name: &str, value: &[u8]) -> Result<(), Status> {
+    // SAFETY: a host import; every pointer is to a live local or slice, valid for the call, written only through the out-pointers.
+    status(unsafe {
+        proxy_add_header_map_value(
             map.map_type(),
             name.as_ptr(),
             name.len(),
