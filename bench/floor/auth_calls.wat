@@ -4,6 +4,8 @@
 (module
   (import "env" "proxy_get_header_map_pairs" (func $get_pairs (param i32 i32 i32) (result i32)))
   (import "env" "proxy_replace_header_map_value" (func $set_header (param i32 i32 i32 i32 i32) (result i32)))
+  ;; A header the request lacks is added, as the filters do (no search to remove it first).
+  (import "env" "proxy_add_header_map_value" (func $add_header (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_get_current_time_nanoseconds" (func $now (param i32) (result i32)))
   (import "env" "proxy_define_metric" (func $define_metric (param i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_increment_metric" (func $inc (param i32 i64) (result i32)))
@@ -34,6 +36,6 @@
     (drop (call $now (i32.const 1040)))
     (drop (call $inc (i32.load (i32.const 1024)) (i64.const 1)))
     (drop (call $inc (i32.load (i32.const 1028)) (i64.const 1)))
-    (drop (call $set_header (i32.const 0) (i32.const 16) (i32.const 8) (i32.const 192) (i32.const 5)))
+    (drop (call $add_header (i32.const 0) (i32.const 16) (i32.const 8) (i32.const 192) (i32.const 5)))
     (i32.const 0))
 )

@@ -4,6 +4,8 @@
 (module
   (import "env" "proxy_get_header_map_pairs" (func $get_pairs (param i32 i32 i32) (result i32)))
   (import "env" "proxy_replace_header_map_value" (func $set_header (param i32 i32 i32 i32 i32) (result i32)))
+  ;; A header the request lacks is added, as the filters do (no search to remove it first).
+  (import "env" "proxy_add_header_map_value" (func $add_header (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_get_current_time_nanoseconds" (func $now (param i32) (result i32)))
   (import "env" "proxy_define_metric" (func $define_metric (param i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_increment_metric" (func $inc (param i32 i64) (result i32)))
@@ -34,7 +36,7 @@
   (func (export "proxy_on_delete") (param i32))
   (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
     (drop (call $get_pairs (i32.const 0) (i32.const 1032) (i32.const 1036)))
-    (drop (call $set_header (i32.const 0) (i32.const 32) (i32.const 9) (i32.const 48) (i32.const 2)))
+    (drop (call $add_header (i32.const 0) (i32.const 32) (i32.const 9) (i32.const 48) (i32.const 2)))
     (drop (call $inc (i32.load (i32.const 1024)) (i64.const 1)))
     (i32.const 0))
   (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
