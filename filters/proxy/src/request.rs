@@ -160,9 +160,12 @@ impl View {
         });
     }
 
-    /// Replaces every value of `name` (the bytes are appended to the buffer).
-    fn replace(&mut self, name: &str, value: &[u8]) {
-        self.remove(name);
+    /// Replaces every value of `name` (the bytes are appended to the buffer);
+    /// `absent`: the caller knows the copy has none to remove.
+    fn replace(&mut self, name: &str, value: &[u8], absent: bool) {
+        if !absent {
+            self.remove(name);
+        }
         let start = self.buf.len();
         let (name_end, value_start) = (start + name.len(), start + name.len() + 1);
         let end = value_start + value.len();
@@ -262,10 +265,11 @@ pub fn may_have_any(bits: u64) -> bool {
 
 /// Replaces every value of `name` with `value` (adding it when absent).
 pub fn set(name: &str, value: &[u8]) -> Result<(), Status> {
-    write(name, value, absent(name))?;
+    let add = absent(name);
+    write(name, value, add)?;
     COPY.with(|copy| {
         if let Some(view) = copy.borrow_mut().as_mut() {
-            view.replace(name, value);
+            view.replace(name, value, add);
         }
     });
     Ok(())
@@ -409,8 +413,8 @@ mod tests {
         let mut all = Vec::new();
         v.each_value("x-api-key", &mut |x| all.push(x.to_vec()));
         assert_eq!(all, vec![b"one".to_vec(), b"two\xff".to_vec()]);
-        v.replace("x-api-key", b"three");
-        v.replace("x-version", b"v2");
+        v.replace("x-api-key", b"three", false);
+        v.replace("x-version", b"v2", true);
         let pairs: Vec<_> = v.iter().collect();
         assert_eq!(
             pairs,
@@ -444,7 +448,7 @@ mod tests {
             v.each_value(n, &mut |_| count += 1);
             assert_eq!(count, usize::from(there), "{n}");
         }
-        v.replace("x-late-addition", b"1");
+        v.replace("x-late-addition", b"1", false);
         assert_eq!(v.header("x-late-addition"), Some(&b"1"[..]));
         v.remove("x-late-addition");
         assert_eq!(v.header("x-late-addition"), None);

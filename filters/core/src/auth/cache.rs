@@ -3,6 +3,7 @@
 //! and oldest-first.
 
 use super::*;
+use crate::bytes::same;
 use std::collections::{HashMap, VecDeque};
 
 /// Bounded per-VM memory of verified credentials.
@@ -13,6 +14,11 @@ pub struct Caches {
     /// cost a 600-byte token about 20k instructions per request in Envoy.)
     pub(super) tokens: Lru<u128, CachedToken>,
     pub(super) basic: Lru<[u8; 32], bool>,
+    /// The (provider, key) of the token last accepted from this cache or
+    /// put in it: a client on a keep-alive connection sends one token
+    /// request after request, and trying it first skips the key's hash
+    /// (xxh3 with 128-bit multiplies, library calls on 32-bit Wasm).
+    last_token: Option<(usize, u128)>,
 }
 
 #[derive(Clone)]
@@ -95,7 +101,32 @@ impl Caches {
         Self {
             tokens: Lru::new(capacity),
             basic: Lru::new(capacity),
+            last_token: None,
         }
+    }
+
+    /// Provider `provider`'s cached entry for the token `raw` (every byte
+    /// equal), with its key; the key alone when there is none.
+    pub(super) fn token(&mut self, raw: &[u8], provider: usize) -> (u128, Option<&CachedToken>) {
+        let tokens = &self.tokens.map;
+        if let Some((p, key)) = self.last_token {
+            if p == provider {
+                if let Some(hit) = tokens.get(&key).filter(|h| same(&h.token, raw)) {
+                    return (key, Some(hit));
+                }
+            }
+        }
+        let key = token_key(raw, provider);
+        let hit = tokens.get(&key).filter(|h| same(&h.token, raw));
+        if hit.is_some() {
+            self.last_token = Some((provider, key));
+        }
+        (key, hit)
+    }
+
+    pub(super) fn insert_token(&mut self, key: u128, provider: usize, entry: CachedToken) {
+        self.tokens.insert(key, entry);
+        self.last_token = Some((provider, key));
     }
 
     pub fn len(&self) -> usize {

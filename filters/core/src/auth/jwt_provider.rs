@@ -30,14 +30,12 @@ impl Auth {
             return Ok(Outcome::Rejected(Reason::Token(TokenError::TooLarge)));
         }
         // A hit's bytes were valid UTF-8 when it was stored: checked after.
-        let key = super::cache::token_key(raw, p);
-        if let Some(hit) = env.caches.tokens.get(&key) {
-            if crate::bytes::same(&hit.token, raw) {
-                if env.now_s < hit.valid_until {
-                    return Ok(Outcome::Accepted(hit.identity.clone()));
-                }
-                env.caches.tokens.remove(&key);
+        let (key, hit) = env.caches.token(raw, p);
+        if let Some(hit) = hit {
+            if env.now_s < hit.valid_until {
+                return Ok(Outcome::Accepted(hit.identity.clone()));
             }
+            env.caches.tokens.remove(&key);
         }
         let Ok(token) = std::str::from_utf8(raw) else {
             return Ok(Outcome::Rejected(Reason::Token(TokenError::Malformed)));
@@ -85,8 +83,9 @@ impl Auth {
             claims: Rc::new(claims),
             headers: Vec::new(),
         };
-        env.caches.tokens.insert(
+        env.caches.insert_token(
             key,
+            p,
             CachedToken {
                 token: token.as_bytes().into(),
                 identity: identity.clone(),

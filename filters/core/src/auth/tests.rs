@@ -536,6 +536,51 @@ fn token_keys_differ_by_provider_length_head_and_signature() {
     assert_ne!(token_key(b"a.b.c", 0), token_key(b"a.b.d", 0));
 }
 
+/// A verdict, and how many signatures were checked to reach it.
+fn verdict_counting(host: &mut Host, req: &HeaderList) -> (Verdict, usize) {
+    let mut calls = 0;
+    let mut eval = host.auth.begin(req);
+    let mut count = |_: &HostVerify<'_>| {
+        calls += 1;
+        None
+    };
+    match host.step_with(&mut eval, req, &mut count) {
+        Step::Done(v) => (v, calls),
+        other => panic!("expected a verdict, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_last_accepted_token_is_tried_first_and_stands_for_no_other() {
+    let mut host = Host::new(auth(json!({})));
+    let jason = mint(Algorithm::RS256);
+    let mut ana_claims = claims();
+    ana_claims["sub"] = json!("ana");
+    let ana = mint_with(
+        Algorithm::RS256,
+        Some(kid_for(Algorithm::RS256)),
+        &ana_claims,
+    );
+    let (head, signature) = jason.rsplit_once('.').unwrap();
+    let forged = format!("{head}.{}", signature.replace('A', "B"));
+    assert_eq!(forged.len(), jason.len());
+    let bearer = |t: &str| get("/x").with("authorization", format!("Bearer {t}"));
+    let mut send = |t: &str| {
+        let (v, checks) = verdict_counting(&mut host, &bearer(t));
+        (allowed_as(&v), checks)
+    };
+    assert_eq!(send(&jason), (Some("jason".into()), 1));
+    // Same length and head as the last accepted token: checked, refused.
+    let (who, checks) = send(&forged);
+    assert_eq!((who, checks > 0), (None, true));
+    assert_eq!(send(&jason), (Some("jason".into()), 0));
+    assert_eq!(send(&ana), (Some("ana".into()), 1));
+    // Each cached token is found whichever was accepted last.
+    assert_eq!(send(&jason), (Some("jason".into()), 0));
+    assert_eq!(send(&ana), (Some("ana".into()), 0));
+    assert_eq!(send(&ana), (Some("ana".into()), 0));
+}
+
 #[test]
 fn host_verification_is_used_for_rsa_and_ecdsa_with_der_keys() {
     let mut host = Host::new(auth(json!({})));
