@@ -154,6 +154,29 @@ fn a_comma_anywhere_in_a_bearer_is_a_joined_credential() {
     assert_eq!(h.send(bearer("/productpage", &token)).status(), Some(200));
 }
 
+/// A cache hit needs every byte of the cached token (compared sixteen at a
+/// time in Wasm): a token one character away from a cached one, anywhere,
+/// is verified afresh and refused.
+#[test]
+fn a_cached_token_is_matched_on_every_byte() {
+    let mut h = harness(&base_config());
+    let token = mint("RS256", &claims("jason", NOW_S));
+    assert_eq!(h.send(bearer("/productpage", &token)).status(), Some(200));
+    const B64URL: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    for at in 0..token.len() {
+        let mut near = token.clone().into_bytes();
+        // Another character whose high bits differ, so the decoded bytes do.
+        near[at] = match B64URL.iter().position(|&c| c == near[at]) {
+            Some(i) => B64URL[i ^ 16],
+            None => b'A', // a `.`: the token no longer parses
+        };
+        let near = String::from_utf8(near).unwrap();
+        let ex = h.send(bearer("/productpage", &near));
+        assert_eq!(ex.status(), Some(401), "changed at {at} of {}", token.len());
+    }
+    assert_eq!(h.send(bearer("/productpage", &token)).status(), Some(200));
+}
+
 #[test]
 fn bad_tokens_are_401_with_their_reason() {
     let mut h = harness(&base_config());
