@@ -83,7 +83,8 @@ impl View {
         }
         let n = word(0)?;
         let mut next = 4usize.checked_add(n.checked_mul(8)?)?;
-        at.reserve(n.min(256));
+        // Room for the chain's own writes (identity, version, timeouts).
+        at.reserve(n.min(256) + 8);
         let mut names = 0u64;
         for i in 0..n {
             let (k, v) = (word(4 + 8 * i)?, word(8 + 8 * i)?);
