@@ -15,6 +15,12 @@ pub trait RequestHeaders {
         }
     }
 
+    /// The `:path` before any `?`: what path matches compare. A host view
+    /// may keep it from when it read the map (every policy matches paths).
+    fn path(&self) -> Option<&[u8]> {
+        self.header(":path").map(crate::matcher::path_without_query)
+    }
+
     /// Claims of the credential an earlier filter verified, if any
     /// (see [`crate::claims::CLAIMS_PROPERTY`]).
     fn claims(&self) -> Option<&serde_json::Value> {
@@ -79,6 +85,10 @@ impl<H: RequestHeaders + ?Sized> RequestHeaders for WithClaims<'_, H> {
 
     fn each_value(&self, name: &str, f: &mut dyn FnMut(&[u8])) {
         self.headers.each_value(name, f);
+    }
+
+    fn path(&self) -> Option<&[u8]> {
+        self.headers.path()
     }
 
     fn claims(&self) -> Option<&serde_json::Value> {

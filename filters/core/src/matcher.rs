@@ -218,7 +218,7 @@ impl Condition {
 impl Subject {
     fn value<'r>(&self, req: &'r (impl RequestHeaders + ?Sized)) -> Option<&'r [u8]> {
         match self {
-            Subject::Path => req.header(":path").map(path_without_query),
+            Subject::Path => req.path(),
             Subject::Authority => req.header(":authority"),
             Subject::Header(name) => req.header(name),
             Subject::Cookie(name) => req.header("cookie").and_then(|c| cookie_value(c, name)),
