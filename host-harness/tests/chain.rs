@@ -45,11 +45,15 @@ fn idp(delay_ms: u64) -> Cluster {
 }
 
 fn chain(idp_delay_ms: u64) -> Harness {
+    chain_with(config(), idp_delay_ms)
+}
+
+fn chain_with(config: Value, idp_delay_ms: u64) -> Harness {
     let mut h = Harness::new();
     h.cluster("idp", idp(idp_delay_ms))
         .cluster("shadow", Cluster::default().body("same"))
         .upstream(Cluster::default().body("same"));
-    h.filter(built("switchyard"), &config().to_string())
+    h.filter(built("switchyard"), &config.to_string())
         .expect("switchyard loads");
     h
 }
@@ -114,6 +118,55 @@ fn one_tick_serves_each_policy_at_its_own_time() {
     }
     // Auth's key refresh (every second) went on meanwhile.
     assert!(h.metric("switchyard.auth.corp.jwks_fetch_ok").unwrap() >= 2);
+}
+
+#[test]
+fn batched_counters_reach_the_host_at_each_flush_and_when_the_root_goes() {
+    let mut cfg = config();
+    cfg["stats_flush_ms"] = json!(1000);
+    let mut h = chain_with(cfg, 0);
+    let decisions = "switchyard.router.jason-to-v2.v2.requests";
+    let timeout_set = "switchyard.timeouts.rule.default.timeout_set";
+    h.advance(10); // Keys in.
+    for i in 0..3 {
+        let id = h.start(jason(&format!("/slow/{i}")));
+        h.advance(300);
+        let ex = h.exchange(id).unwrap();
+        assert_eq!(
+            (ex.status(), ex.duration_ms),
+            (Some(200), 250),
+            "request {i}: the flush's tick does not move the delay's"
+        );
+        assert_eq!(ex.upstream_header("x-version").as_deref(), Some("v2"));
+    }
+    // 910 ms after configure: counted in the module, not yet at the host.
+    assert_eq!(h.metric(decisions), Some(0));
+    assert_eq!(h.metric(timeout_set), Some(0));
+    h.advance(100);
+    assert_eq!(h.metric(decisions), Some(3), "flushed at 1000 ms");
+    assert_eq!(h.metric(timeout_set), Some(3));
+    for _ in 0..2 {
+        assert_eq!(h.send(jason("/a")).status(), Some(200));
+    }
+    assert_eq!(h.metric(decisions), Some(3), "the next flush is at 2000 ms");
+    h.remove_root(0);
+    assert_eq!(
+        h.metric(decisions),
+        Some(5),
+        "what the root gathered reaches the host before it goes"
+    );
+    assert_eq!(h.metric(timeout_set), Some(5));
+}
+
+#[test]
+fn counters_reach_the_host_at_each_increment_by_default() {
+    let mut h = chain(0);
+    h.advance(10);
+    assert_eq!(h.send(jason("/a")).status(), Some(200));
+    assert_eq!(
+        h.metric("switchyard.router.jason-to-v2.v2.requests"),
+        Some(1)
+    );
 }
 
 #[test]

@@ -37,6 +37,11 @@ fn idp(gate: Option<&Gate>) -> Responder {
 /// service), so none waits for keys; with one, the key set arrives when the
 /// test opens it, well within the fetch timeout (raised to 10 s).
 fn setup(jwks_gate: Option<&Gate>) -> Setup {
+    setup_with(jwks_gate, None)
+}
+
+/// As [`setup`], with the top level's `stats_flush_ms` set.
+fn setup_with(jwks_gate: Option<&Gate>, stats_flush_ms: Option<u32>) -> Setup {
     let (v1, v2, idp) = (
         Backend::start("v1"),
         Backend::start("v2"),
@@ -46,11 +51,14 @@ fn setup(jwks_gate: Option<&Gate>) -> Setup {
     b.set_cluster_port("v1", v1.port)
         .set_cluster_port("v2", v2.port)
         .set_cluster_port("idp", idp.port);
+    let mut config = b.filter_config("switchyard");
     if jwks_gate.is_some() {
-        let mut config = b.filter_config("switchyard");
         config["auth"]["providers"][0]["jwt"]["remote_jwks"]["timeout_ms"] = json!(10_000);
-        b.set_filter_config("switchyard", &config);
     }
+    if let Some(ms) = stats_flush_ms {
+        config["stats_flush_ms"] = json!(ms);
+    }
+    b.set_filter_config("switchyard", &config);
     let envoy = Envoy::start(&b);
     if jwks_gate.is_none() {
         envoy.wait_for_key_sets("corp");
@@ -138,6 +146,34 @@ fn identity_from_auth_routes_and_the_budget_follows_the_version() {
         s.envoy
             .counter("wasmcustom.switchyard.router.jason-to-v2.v2.requests"),
         1
+    );
+}
+
+#[test]
+fn batched_counters_reach_envoy_stats_at_the_flush() {
+    // Key-set readiness is itself a counter, so the wait in `setup` already
+    // needs a flush to have happened.
+    let s = setup_with(None, Some(200));
+    let jason = token_for("jason", &["dev"]);
+    for _ in 0..3 {
+        let (status, version, _) = get(&s, "/reviews/1", &[("authorization", &jason)]);
+        assert_eq!((status, version.as_str()), (200, "v2"));
+    }
+    let (status, _, _) = get(&s, "/details/1", &[]);
+    assert_eq!(status, 401);
+    let limit = Duration::from_secs(5);
+    for (name, n) in [
+        ("wasmcustom.switchyard.auth.allowed", 3),
+        ("wasmcustom.switchyard.auth.denied", 1),
+        ("wasmcustom.switchyard.router.jason-to-v2.v2.requests", 3),
+    ] {
+        s.envoy.wait_for_counter(name, n, limit);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        s.envoy.counter("wasmcustom.switchyard.auth.allowed"),
+        3,
+        "each request counted once, however many flushes passed"
     );
 }
 

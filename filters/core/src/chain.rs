@@ -4,15 +4,21 @@
 //! Each section is handed to its policy's own parser, so a policy in the
 //! chain accepts and rejects what the single filter would (duplicate keys
 //! are refused for the whole document). Beside the sections, the top level
-//! may set `path_normalization`, which the chain applies once for all.
+//! may set `path_normalization`, which the chain applies once for all, and
+//! `stats_flush_ms`, how long its counters may wait to reach the host.
 
 use crate::config::ConfigError;
 use crate::json::parse_strict;
 use crate::path::PathNormalization;
 use serde_json::Value;
 
-/// The chain's own key beside the sections.
+/// The chain's own keys beside the sections.
 const PATH_NORMALIZATION: &str = "path_normalization";
+const STATS_FLUSH_MS: &str = "stats_flush_ms";
+
+/// The longest `stats_flush_ms` accepted: a counter a minute late is
+/// already later than any scrape interval would hide.
+pub const MAX_STATS_FLUSH_MS: u32 = 60_000;
 
 /// The policies the chain can run, in the order it runs them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +55,11 @@ pub struct Sections {
     /// The top level's `path_normalization`, if set (sections may set it
     /// too; see [`PathNormalization::settle`]).
     pub path_normalization: Option<PathNormalization>,
+    /// `stats_flush_ms`: 0 (the default) sends each counter increment to
+    /// the host as it happens; above 0, increments are summed in the module
+    /// and sent every that many milliseconds (a host call per counter per
+    /// flush, not per request).
+    pub stats_flush_ms: u32,
 }
 
 impl Sections {
@@ -65,11 +76,12 @@ impl Sections {
         };
         if let Some(key) = doc.keys().find(|k| {
             k.as_str() != PATH_NORMALIZATION
+                && k.as_str() != STATS_FLUSH_MS
                 && !Policy::ORDER.iter().any(|p| p.section() == k.as_str())
         }) {
             return Err(ConfigError::new(
                 key.as_str(),
-                "unknown section; expected auth, router, timeouts, shadow or path_normalization",
+                "unknown section; expected auth, router, timeouts, shadow, path_normalization or stats_flush_ms",
             ));
         }
         let path = match doc.remove(PATH_NORMALIZATION) {
@@ -78,6 +90,21 @@ impl Sections {
                 serde_json::from_value::<PathNormalization>(v)
                     .map_err(|e| ConfigError::new(PATH_NORMALIZATION, e.to_string()))?,
             ),
+        };
+        let stats_flush_ms = match doc.remove(STATS_FLUSH_MS) {
+            None | Some(Value::Null) => 0,
+            Some(v) => v
+                .as_u64()
+                .and_then(|ms| u32::try_from(ms).ok())
+                .filter(|ms| *ms <= MAX_STATS_FLUSH_MS)
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        STATS_FLUSH_MS,
+                        format!(
+                            "expected whole milliseconds from 0 (each increment at once) to {MAX_STATS_FLUSH_MS}, got {v}"
+                        ),
+                    )
+                })?,
         };
         let mut sections = Vec::new();
         for policy in Policy::ORDER {
@@ -99,6 +126,7 @@ impl Sections {
         Ok(Self {
             sections,
             path_normalization: path,
+            stats_flush_ms,
         })
     }
 }
@@ -158,5 +186,22 @@ mod tests {
         );
         let bad = Sections::from_json(br#"{"path_normalization": {"ambiguous": 1}}"#).unwrap_err();
         assert_eq!(bad.field, "path_normalization", "{bad}");
+    }
+
+    #[test]
+    fn stats_flush_ms_is_whole_milliseconds_up_to_a_minute() {
+        assert_eq!(Sections::from_json(b"{}").unwrap().stats_flush_ms, 0);
+        let s = Sections::from_json(br#"{"stats_flush_ms": 1000, "router": {}}"#).unwrap();
+        assert_eq!(
+            (s.stats_flush_ms, policies(&s)),
+            (1000, vec![Policy::Router])
+        );
+        let most = Sections::from_json(br#"{"stats_flush_ms": 60000}"#).unwrap();
+        assert_eq!(most.stats_flush_ms, MAX_STATS_FLUSH_MS);
+        for bad in ["60001", "-1", "0.5", "\"1s\"", "4294967296"] {
+            let cfg = format!(r#"{{"stats_flush_ms": {bad}}}"#);
+            let err = Sections::from_json(cfg.as_bytes()).unwrap_err();
+            assert_eq!(err.field, "stats_flush_ms", "{bad}: {err}");
+        }
     }
 }

@@ -13,6 +13,7 @@
 //! HTTP-call answers come to the context that sent the call; the chain offers
 //! each to its policies, and each ignores tokens it did not issue.
 
+use crate::counter_batch;
 use crate::host::{self, Level};
 use crate::path::PathGuard;
 use crate::vm::Action;
@@ -217,8 +218,14 @@ impl Shared {
 /// configuration.
 pub(crate) type Plan = Vec<(NewPolicy, &'static str, Option<Vec<u8>>)>;
 
-/// A plan and the chain's own `path_normalization`, if its top level set one.
-pub(crate) type PlanWithPath = (Plan, Option<PathNormalization>);
+/// A plan and the chain's own top-level settings.
+pub(crate) struct ChainPlan {
+    pub(crate) plan: Plan,
+    /// The top level's `path_normalization`, if set.
+    pub(crate) path_normalization: Option<PathNormalization>,
+    /// `stats_flush_ms`: 0 counts at each increment.
+    pub(crate) stats_flush_ms: u32,
+}
 
 /// Which configuration the root reads.
 #[derive(Clone, Copy)]
@@ -227,7 +234,7 @@ enum Mode {
     Single(NewPolicy),
     /// `switchyard.wasm`: `{"auth": …, "router": …, "timeouts": …, "shadow": …}`.
     /// (A function pointer, so that single filters do not link every policy.)
-    Sections(fn(Option<&[u8]>) -> Option<PlanWithPath>),
+    Sections(fn(Option<&[u8]>) -> Option<ChainPlan>),
 }
 
 pub struct ChainRoot {
@@ -260,19 +267,26 @@ impl ChainRoot {
 
     /// `switchyard.wasm`: the sections `plan` finds in the configuration,
     /// in chain order (see [`crate::sections`]).
-    pub(crate) fn sections(plan: fn(Option<&[u8]>) -> Option<PlanWithPath>) -> Self {
+    pub(crate) fn sections(plan: fn(Option<&[u8]>) -> Option<ChainPlan>) -> Self {
         Self::new(Mode::Sections(plan))
     }
 
     /// Builds the policies and settles the one path setting they share;
     /// false (after one log line) when any configuration is invalid.
-    fn build(&mut self, sections: Plan, top: Option<PathNormalization>) -> bool {
+    fn build(&mut self, planned: ChainPlan) -> bool {
+        let ChainPlan {
+            plan: sections,
+            path_normalization: top,
+            stats_flush_ms,
+        } = planned;
         self.shared = Rc::new(Shared {
             in_chain: matches!(self.mode, Mode::Sections(_)),
             sections: sections.len(),
             ..Shared::default()
         });
-        *self.shared.ticks.borrow_mut() = Ticks::new(sections.len());
+        // One tick slot per policy, and the counter flush's after them.
+        *self.shared.ticks.borrow_mut() = Ticks::new(sections.len() + 1);
+        let _batching = counter_batch::Defining::batched(stats_flush_ms > 0);
         self.policies.clear();
         let mut names = Vec::with_capacity(sections.len());
         for (slot, (section, name, config)) in sections.into_iter().enumerate() {
@@ -295,6 +309,7 @@ impl ChainRoot {
         match PathNormalization::settle(top, declared) {
             Ok(path) => {
                 self.path = (!self.policies.is_empty()).then(|| Rc::new(PathGuard::new(path)));
+                self.flush_every(stats_flush_ms);
                 true
             }
             Err(err) => {
@@ -304,6 +319,22 @@ impl ChainRoot {
                 );
                 false
             }
+        }
+    }
+
+    /// Asks for the counter flush's tick, if counters are batched.
+    fn flush_every(&self, period_ms: u32) {
+        if period_ms == 0 {
+            return;
+        }
+        let now = host::now_ms();
+        let mut ticks = self.shared.ticks.borrow_mut();
+        ticks.ask(self.policies.len(), u64::from(period_ms), now);
+        if arm(&mut ticks, now).is_err() {
+            host::log(
+                Level::Error,
+                "switchyard: the host refused a tick period; counters wait for the next one",
+            );
         }
     }
 }
@@ -324,14 +355,18 @@ impl ChainRoot {
 
     pub(crate) fn on_configure(&mut self) -> bool {
         let config = host::plugin_configuration().ok().flatten();
-        let (sections, top) = match self.mode {
-            Mode::Single(new) => (vec![(new, "", config.filter(|c| !c.is_empty()))], None),
+        let planned = match self.mode {
+            Mode::Single(new) => ChainPlan {
+                plan: vec![(new, "", config.filter(|c| !c.is_empty()))],
+                path_normalization: None,
+                stats_flush_ms: 0,
+            },
             Mode::Sections(plan) => match plan(config.as_deref()) {
                 Some(planned) => planned,
                 None => return false,
             },
         };
-        let ok = self.build(sections, top);
+        let ok = self.build(planned);
         self.configured.set(ok);
         ok
     }
@@ -340,8 +375,9 @@ impl ChainRoot {
         let now = host::now_ms();
         let due = self.shared.ticks.borrow_mut().fire(now);
         for i in due {
-            if let Some(p) = self.policies.get_mut(i) {
-                p.on_tick();
+            match self.policies.get_mut(i) {
+                Some(p) => p.on_tick(),
+                None => counter_batch::flush(), // the slot after the policies'
             }
         }
         let refused = {

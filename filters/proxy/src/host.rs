@@ -262,9 +262,21 @@ pub fn remove_header(map: Headers, name: &str) -> Result<(), Status> {
     status(unsafe { proxy_remove_header_map_value(map.map_type(), name.as_ptr(), name.len()) })
 }
 
-/// A counter; `None` when the host refused to define it (then increments are no-ops).
+/// A counter: sent to the host at each increment, or summed in the module
+/// and sent at the chain's flush (see [`crate::counter_batch`]).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Counter(Option<u32>);
+pub struct Counter(Sink);
+
+#[derive(Debug, Clone, Copy, Default)]
+enum Sink {
+    /// The host refused to define it: increments are no-ops.
+    #[default]
+    Refused,
+    /// The host's metric id.
+    Host(u32),
+    /// A slot of the module's batch.
+    Batch(u32),
+}
 
 impl Counter {
     pub fn define(name: &str) -> Self {
@@ -273,22 +285,33 @@ impl Counter {
             // SAFETY: a host import; every pointer is to a live local or slice, valid for the call, written only through the out-pointers.
             unsafe { proxy_define_metric(METRIC_COUNTER, name.as_ptr(), name.len(), &mut id) };
         if code == OK {
-            Counter(Some(id))
+            Counter(match crate::counter_batch::slot_for(id) {
+                Some(slot) => Sink::Batch(slot),
+                None => Sink::Host(id),
+            })
         } else {
             log(
                 Level::Warn,
                 &format!("switchyard: could not define metric {name}: status {code}"),
             );
-            Counter(None)
+            Counter(Sink::Refused)
         }
     }
 
     pub fn increment(self) {
-        if let Some(id) = self.0 {
-            // SAFETY: a host import; every pointer is to a live local or slice, valid for the call, written only through the out-pointers.
-            let _ = unsafe { proxy_increment_metric(id, 1) };
+        match self.0 {
+            Sink::Refused => {}
+            Sink::Host(id) => increment_metric(id, 1),
+            Sink::Batch(slot) => crate::counter_batch::add(slot),
         }
     }
+}
+
+/// Adds `offset` to host metric `id`; a refusal is ignored (counting never
+/// fails a request).
+pub(crate) fn increment_metric(id: u32, offset: i64) {
+    // SAFETY: a host import taking plain integers.
+    let _ = unsafe { proxy_increment_metric(id, offset) };
 }
 
 /// Calls a host foreign function; `Err(Status::NOT_FOUND)` when the host lacks it.

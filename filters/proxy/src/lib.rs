@@ -9,6 +9,7 @@ pub mod allocator;
 pub mod auth;
 pub mod chain;
 pub(crate) mod claims;
+pub(crate) mod counter_batch;
 pub mod host;
 pub(crate) mod path;
 pub(crate) mod request;

@@ -2,7 +2,7 @@
 //! builds. The chain driver (`chain.rs`) runs whatever policies it is given
 //! and names none of them; only this file names every policy.
 
-use crate::chain::{ChainRoot, NewPolicy, PlanWithPath};
+use crate::chain::{ChainPlan, ChainRoot, NewPolicy};
 use crate::host::{self, Level};
 use switchyard_core::chain::Policy as Section;
 use switchyard_core::chain::Sections;
@@ -15,12 +15,13 @@ pub fn root() -> ChainRoot {
 /// Splits `switchyard.wasm`'s configuration into its sections and the
 /// chain's path setting; `None` (after one log line naming the key) when it
 /// is invalid.
-fn plan_sections(config: Option<&[u8]>) -> Option<PlanWithPath> {
+fn plan_sections(config: Option<&[u8]>) -> Option<ChainPlan> {
     let parsed = match config {
         Some(bytes) if !bytes.is_empty() => Sections::from_json(bytes),
         _ => Ok(Sections {
             sections: Vec::new(),
             path_normalization: None,
+            stats_flush_ms: 0,
         }),
     };
     let sections = match parsed {
@@ -52,5 +53,9 @@ fn plan_sections(config: Option<&[u8]>) -> Option<PlanWithPath> {
         .into_iter()
         .map(|(p, c)| (new(p), p.section(), Some(c)))
         .collect();
-    Some((plan, sections.path_normalization))
+    Some(ChainPlan {
+        plan,
+        path_normalization: sections.path_normalization,
+        stats_flush_ms: sections.stats_flush_ms,
+    })
 }

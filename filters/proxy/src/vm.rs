@@ -230,6 +230,8 @@ pub fn on_delete(id: u32) {
     let stream = VM.with(|vm| {
         let mut vm = vm.borrow_mut();
         if vm.roots.remove(&id).is_some() {
+            // What its streams counted reaches the host before it goes.
+            crate::counter_batch::flush();
             return None;
         }
         vm.streams.remove(id).flatten()

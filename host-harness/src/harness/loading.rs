@@ -157,6 +157,32 @@ impl Harness {
         self.add_filter(spec.service(singleton))
     }
 
+    /// Ends filter `filter`'s root as Envoy does when its plugin is removed
+    /// (a listener drained, a configuration replaced): `proxy_on_done`,
+    /// then `proxy_on_delete`, and its tick stops. Meant for the end of a
+    /// test: the filter stays in the chain, but its streams have no root.
+    pub fn remove_root(&mut self, filter: usize) {
+        let Some(f) = self.filters.get_mut(filter) else {
+            return;
+        };
+        f.next_tick_ns = None;
+        f.tick_period_ms = 0;
+        let (root, ex) = (f.root, f.vm.borrow_mut().exports.clone());
+        self.world
+            .borrow_mut()
+            .trace_callback(filter, root, "on_delete");
+        let _ = f.vm.borrow_mut().call(root, self.fuel, |s| {
+            if let Some(cb) = &ex.on_done {
+                cb.call(&mut *s, root as i32)?;
+            }
+            if let Some(cb) = &ex.on_delete {
+                cb.call(&mut *s, root as i32)?;
+            }
+            Ok(())
+        });
+        self.after_callback();
+    }
+
     /// Adds a filter with a JSON/text configuration; shorthand for tests.
     pub fn filter(
         &mut self,

@@ -346,6 +346,18 @@ pub fn cases() -> Vec<Case> {
             "baseline_bearer",
         ),
         case(
+            "switchyard_chain_batched",
+            "the same, counters sent every second (stats_flush_ms: 1000)",
+            vec![wasm(
+                "switchyard",
+                json!({"auth": auth_config(1024), "router": router_config(),
+                       "timeouts": timeouts_config(), "shadow": shadow_config(),
+                       "stats_flush_ms": 1000}),
+            )],
+            bearer(),
+            "baseline_bearer",
+        ),
+        case(
             "native_chain",
             "peer: jwt_authn (cached) → the Lua router",
             vec![jwt_authn(true), lua_router()],

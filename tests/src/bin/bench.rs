@@ -45,6 +45,10 @@ const TARGETS: &[(&str, Target)] = &[
         "switchyard_chain",
         Target::AtMost(f64::INFINITY, "native_chain", "floor_chain_calls"),
     ),
+    (
+        "switchyard_chain_batched",
+        Target::AtMost(f64::INFINITY, "native_chain", "floor_chain_calls"),
+    ),
 ];
 
 /// At most this many instructions over the baseline, and (when named) at
