@@ -15,7 +15,7 @@ export BUDGET_timeouts       := 300000
 # first (normal form, ambiguous paths refused) cost each filter about 8 kB, reading
 # verified claims for match.claims 5 kB more in shadow, strict config maps 1 kB.
 export BUDGET_shadow         := 315000
-# The issue targets 700 kB for the chain; it is 718 kB (README, Measured, says why).
+# The issue targets 700 kB for the chain; it is 724 kB (README, Measured, says why).
 export BUDGET_switchyard     := 740000
 # binaryen's wasm-opt from the npm registry, for the final size pass.
 BINARYEN_VERSION := 132.0.0
